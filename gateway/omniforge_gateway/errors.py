@@ -1,0 +1,96 @@
+"""Errors as JSON `{"error": {"code", "message"}}`, and the one gRPC-status -> HTTP mapping."""
+from __future__ import annotations
+
+import logging
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("omniforge.gateway")
+
+# gRPC status -> (HTTP status, error code)
+GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request"),
+    grpc.StatusCode.NOT_FOUND: (404, "model_not_found"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "conflict"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "unauthenticated"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limited"),
+    grpc.StatusCode.CANCELLED: (499, "cancelled"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout"),
+    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "not_implemented"),
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def from_grpc(err: grpc.aio.AioRpcError, *, service: str, retry_after_s: int) -> ApiError:
+    status, code = GRPC_TO_HTTP.get(err.code(), (502, "upstream_error"))
+    message = err.details() or err.code().name
+    headers = {}
+    if status == 503:
+        message = f"the {service} service is unavailable ({message}); retry shortly"
+        headers["Retry-After"] = str(retry_after_s)
+    return ApiError(status, code, message, headers)
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _describe(errors) -> str:
+    parts = []
+    for e in errors:
+        if e["type"] == "json_invalid":
+            return f"request body is not valid JSON ({e.get('ctx', {}).get('error', 'parse error')}); send a JSON object"
+        loc = ".".join(str(x) for x in e["loc"] if x != "body") or "body"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        malformed = any(e["type"] in ("json_invalid", "model_attributes_type") and e["loc"][:1] == ("body",)
+                        and len(e["loc"]) <= 2 for e in errors)
+        status = 400 if malformed else 422
+        content_type = request.headers.get("content-type", "")
+        if malformed and "json" not in content_type:
+            return JSONResponse({"error": {"code": "invalid_request", "message":
+                                 f"request body must be JSON with Content-Type: application/json "
+                                 f"(got {content_type or 'no content type'})"}}, status_code=415)
+        return JSONResponse({"error": {"code": "invalid_request", "message": _describe(errors)}}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        message = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            # FastAPI's words for a body that is not UTF-8
+            message = "request body could not be decoded; send a JSON object encoded as UTF-8"
+            return JSONResponse({"error": {"code": "invalid_request", "message": message}}, status_code=400)
+        return JSONResponse({"error": {"code": "http_error", "message": message}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        logger.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"error": {"code": "internal", "message": f"internal error: {type(exc).__name__}"}},
+                            status_code=500)

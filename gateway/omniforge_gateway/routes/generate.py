@@ -1,0 +1,110 @@
+"""POST /generate: JSON in, JSON out, or Server-Sent Events with "stream": true."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import grpc
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from omniforge_proto.v1 import common_pb2, text_pb2
+
+from ..deps import MetricsDep, SettingsDep, TextDep
+from ..errors import ApiError, from_grpc
+from ..schemas import GenerateRequest, GenerateResponse, Usage
+
+router = APIRouter(tags=["text"])
+
+
+def to_proto(body: GenerateRequest) -> text_pb2.GenerateRequest:
+    sampling = text_pb2.SamplingParams(
+        max_tokens=body.max_tokens, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+        repetition_penalty=body.repetition_penalty, stop=body.stop)
+    if body.seed is not None:
+        sampling.seed = body.seed
+    return text_pb2.GenerateRequest(model=common_pb2.ModelRef(name=body.model or ""), prompt=body.prompt,
+                                    sampling=sampling)
+
+
+def _check(body: GenerateRequest, settings) -> None:
+    if body.max_tokens > settings.max_tokens_limit:
+        raise ApiError(422, "invalid_request",
+                       f"max_tokens={body.max_tokens} is over the limit; send 1..{settings.max_tokens_limit}")
+    if len(body.prompt) > settings.max_prompt_chars:
+        raise ApiError(422, "invalid_request",
+                       f"prompt is {len(body.prompt)} characters; send at most {settings.max_prompt_chars}")
+
+
+async def _until_disconnect(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.1)
+
+
+@router.post("/generate", response_model=GenerateResponse,
+             responses={200: {"content": {"text/event-stream": {}}}})
+async def generate(body: GenerateRequest, request: Request, text: TextDep, settings: SettingsDep,
+                   metrics: MetricsDep):
+    _check(body, settings)
+    model = body.model or ""
+    request.scope.setdefault("state", {})["model"] = model
+    req = to_proto(body)
+    if body.stream:
+        return await _stream(req, text, settings, metrics, model)
+    call = text.stub.Generate(req, timeout=settings.request_timeout_s)
+    reply_task = asyncio.ensure_future(call)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({reply_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if reply_task not in done:   # the client went away: cancel the generation
+            call.cancel()
+            raise ApiError(499, "cancelled", "client closed the request")
+        reply = reply_task.result()
+    except grpc.aio.AioRpcError as e:
+        raise from_grpc(e, service="text", retry_after_s=settings.retry_after_s) from None
+    finally:
+        watcher.cancel()
+    metrics.tokens.labels(model).inc(reply.usage.completion_tokens)
+    return GenerateResponse(text=reply.text, finish_reason=reply.finish_reason, model=reply.model,
+                            model_version=reply.model_version,
+                            usage=Usage(prompt_tokens=reply.usage.prompt_tokens,
+                                        completion_tokens=reply.usage.completion_tokens))
+
+
+async def _stream(req, text, settings, metrics, model: str) -> StreamingResponse:
+    start = time.perf_counter()
+    call = text.stub.GenerateStream(req, timeout=settings.request_timeout_s)
+    stream = call.__aiter__()
+    # the first chunk decides the HTTP status: bad input is a 4xx, not an event
+    try:
+        first = await stream.__anext__()
+    except grpc.aio.AioRpcError as e:
+        raise from_grpc(e, service="text", retry_after_s=settings.retry_after_s) from None
+    except StopAsyncIteration:
+        raise ApiError(502, "upstream_error", "text service ended the stream without a reply") from None
+    metrics.ttft.labels(model).observe(time.perf_counter() - start)
+
+    def event(chunk) -> str:
+        data = {"text": chunk.text, "finish_reason": chunk.finish_reason or None,
+                "model": chunk.model, "model_version": chunk.model_version}
+        if chunk.finish_reason:
+            data["usage"] = {"prompt_tokens": chunk.usage.prompt_tokens,
+                             "completion_tokens": chunk.usage.completion_tokens}
+            metrics.tokens.labels(model).inc(chunk.usage.completion_tokens)
+        return f"data: {json.dumps(data)}\n\n"
+
+    async def events():
+        try:
+            yield event(first)
+            async for chunk in stream:
+                yield event(chunk)
+            yield "data: [DONE]\n\n"
+        except grpc.aio.AioRpcError as e:
+            err = from_grpc(e, service="text", retry_after_s=settings.retry_after_s)
+            yield f"event: error\ndata: {json.dumps(err.body())}\n\n"
+        finally:
+            call.cancel()   # no-op when finished; stops generation when the client left
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,33 @@
+"""Liveness (/healthz), readiness (/readyz: each service's gRPC health) and /metrics."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..deps import MetricsDep, SettingsDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, settings: SettingsDep):
+    clients = request.app.state.services
+    statuses = await asyncio.gather(*(c.check(settings.health_timeout_s) for c in clients))
+    services = {c.label: {"address": c.address, "status": s} for c, s in zip(clients, statuses)}
+    ready = all(s == "SERVING" for s in statuses)
+    headers = {} if ready else {"Retry-After": str(settings.retry_after_s)}
+    return JSONResponse({"ready": ready, "services": services}, status_code=200 if ready else 503,
+                        headers=headers)
+
+
+@router.get("/metrics")
+async def metrics(metrics: MetricsDep) -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

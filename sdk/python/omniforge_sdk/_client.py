@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+import os
+from typing import AsyncIterator, Iterator
+
+import httpx
+
+from ._errors import APIConnectionError, OmniforgeError, error_for
+from ._types import Generation, GenerationChunk, Model
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+
+
+def _base_url(base_url: str | None) -> str:
+    return (base_url or os.environ.get("OMNIFORGE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def _generate_body(prompt, model, max_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed,
+                   stream) -> dict:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "top_k": top_k,
+            "top_p": top_p, "repetition_penalty": repetition_penalty, "stream": stream}
+    if model is not None:
+        body["model"] = model
+    if stop is not None:
+        body["stop"] = stop
+    if seed is not None:
+        body["seed"] = seed
+    return body
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        raise error_for(response.status_code, body, response.headers)
+
+
+class _SSEParser:
+    """Server-Sent Events, a line at a time -> chunks; `event: error` raises the matching APIError."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.done = False
+
+    def feed(self, line: str) -> GenerationChunk | None:
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+            return None
+        if not line.startswith("data:"):
+            return None
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return None
+        payload = json.loads(data)
+        if self.event == "error":
+            err = payload.get("error", {})
+            status = {"service_unavailable": 503, "timeout": 504}.get(err.get("code"), 500)
+            raise error_for(status, payload, {})
+        self.event = "message"
+        return GenerationChunk.from_json(payload)
+
+
+class _Models:
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def list(self) -> list[Model]:
+        return [Model(**m) for m in self._client._request("GET", "/models").json()["models"]]
+
+
+class Client:
+    """Synchronous client. Keyword arguments only; one exception class per kind of failure."""
+
+    def __init__(self, *, base_url: str | None = None, timeout: float = 300.0,
+                 http_client: httpx.Client | None = None) -> None:
+        self.base_url = _base_url(base_url)
+        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.models = _Models(self)
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+        _raise_for(response)
+        return response
+
+    def generate(self, *, prompt: str, model: str | None = None, max_tokens: int = 64, temperature: float = 0.8,
+                 top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                 stop: str | list[str] | None = None, seed: int | None = None, stream: bool = False):
+        """Returns a Generation, or with stream=True an iterator of GenerationChunk."""
+        body = _generate_body(prompt, model, max_tokens, temperature, top_k, top_p, repetition_penalty, stop,
+                              seed, stream)
+        if stream:
+            return self._stream(body)
+        return Generation.from_json(self._request("POST", "/generate", json=body).json())
+
+    def _stream(self, body: dict) -> Iterator[GenerationChunk]:
+        try:
+            with self._http.stream("POST", "/generate", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                parser = _SSEParser()
+                for line in response.iter_lines():
+                    chunk = parser.feed(line)
+                    if chunk is not None:
+                        yield chunk
+                    if parser.done:
+                        return
+        except httpx.TransportError as e:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _AsyncModels:
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def list(self) -> list[Model]:
+        response = await self._client._request("GET", "/models")
+        return [Model(**m) for m in response.json()["models"]]
+
+
+class AsyncClient:
+    """The asynchronous twin of Client."""
+
+    def __init__(self, *, base_url: str | None = None, timeout: float = 300.0,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.base_url = _base_url(base_url)
+        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.models = _AsyncModels(self)
+
+    async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+        _raise_for(response)
+        return response
+
+    async def generate(self, *, prompt: str, model: str | None = None, max_tokens: int = 64,
+                       temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
+                       repetition_penalty: float = 1.0, stop: str | list[str] | None = None,
+                       seed: int | None = None, stream: bool = False):
+        """Returns a Generation, or with stream=True an async iterator of GenerationChunk."""
+        body = _generate_body(prompt, model, max_tokens, temperature, top_k, top_p, repetition_penalty, stop,
+                              seed, stream)
+        if stream:
+            return self._stream(body)
+        response = await self._request("POST", "/generate", json=body)
+        return Generation.from_json(response.json())
+
+    async def _stream(self, body: dict) -> AsyncIterator[GenerationChunk]:
+        try:
+            async with self._http.stream("POST", "/generate", json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for(response)
+                parser = _SSEParser()
+                async for line in response.aiter_lines():
+                    chunk = parser.feed(line)
+                    if chunk is not None:
+                        yield chunk
+                    if parser.done:
+                        return
+        except httpx.TransportError as e:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+__all__ = ["AsyncClient", "Client", "OmniforgeError"]

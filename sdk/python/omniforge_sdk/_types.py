@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str
+    model: str
+    model_version: str
+    usage: Usage
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Generation":
+        return cls(d["text"], d["finish_reason"], d["model"], d["model_version"], Usage(**d["usage"]))
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    text: str
+    finish_reason: str | None
+    model: str
+    model_version: str
+    usage: Usage | None = None
+
+    @classmethod
+    def from_json(cls, d: dict) -> "GenerationChunk":
+        usage = Usage(**d["usage"]) if d.get("usage") else None
+        return cls(d["text"], d.get("finish_reason"), d.get("model", ""), d.get("model_version", ""), usage)
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    version: str
+    task: str
+    backend: str
+    service: str
+    context_length: int
+    vocab_size: int
+    metrics: dict = field(default_factory=dict)

@@ -1,0 +1,320 @@
+"""The text generation engine: continuous batching over a decoder with a KV cache.
+
+Requests join a running batch at the next step instead of waiting for it to finish. One
+scheduler thread owns the batch; each step it
+  1. admits waiting requests (their prompts are prefilled together, left-padded),
+  2. runs one decode step for every running sequence,
+  3. samples a token per sequence and hands new text to the request's asyncio queue,
+  4. drops finished or cancelled sequences and trims cache columns nobody attends to.
+The engine imports neither gRPC nor HTTP: servicers translate to and from it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import numpy as np
+
+from omniforge_shared.backends import DecoderBackend
+from omniforge_shared.tokenizer import IncrementalDecoder, Tokenizer
+
+from .sampling import SamplingParams, sample_token
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidRequest(ValueError):
+    """The request cannot be served as sent; the message says what to send instead."""
+
+
+class EngineStopped(RuntimeError):
+    pass
+
+
+@dataclass
+class Piece:
+    text: str
+    finish_reason: str = ""        # set on the last piece: "length" | "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Sequence:
+    prompt_ids: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+    rng: np.random.Generator
+    decoder: IncrementalDecoder
+    ids: list[int] = field(default_factory=list)     # prompt + generated
+    text: str = ""                                   # generated text so far
+    sent: int = 0                                    # characters of `text` already handed out
+    cancelled: bool = False
+    finish_reason: str = ""
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def generated(self) -> int:
+        return len(self.ids) - len(self.prompt_ids)
+
+    def emit(self, piece: Piece) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, piece)
+
+
+class TextEngine:
+    def __init__(self, backend: DecoderBackend, tokenizer: Tokenizer, *, max_batch_size: int = 16,
+                 max_tokens_limit: int | None = None) -> None:
+        self.backend = backend
+        self.spec = backend.spec
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.context_length = self.spec.context_length
+        self.max_tokens_limit = min(max_tokens_limit or self.context_length, self.context_length)
+        self._waiting: queue.Queue[Sequence] = queue.Queue()
+        self._running: list[Sequence] = []
+        self._cache: list[np.ndarray] = []
+        self._mask = np.zeros((0, 0), np.int64)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="text-engine", daemon=True)
+        self._thread.start()
+        self.steps = 0
+        self.max_batch_seen = 0
+
+    # ---- the async surface used by servicers -------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        ids = self.tokenizer.encode(prompt)
+        if not ids:  # an empty prompt starts from the document separator
+            ids = [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else self.tokenizer.encode("\n")
+        return ids
+
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        problems = params.problems(max_tokens_limit=self.max_tokens_limit)
+        if problems:
+            raise InvalidRequest("; ".join(problems))
+        n = len(prompt_ids)
+        if n >= self.context_length:
+            raise InvalidRequest(f"prompt is {n} tokens; the model's context is {self.context_length} tokens, "
+                                 f"send a prompt of at most {self.context_length - 1} tokens")
+        if n + params.max_tokens > self.context_length:
+            raise InvalidRequest(f"prompt ({n} tokens) + max_tokens ({params.max_tokens}) exceeds the context "
+                                 f"of {self.context_length} tokens; send max_tokens <= {self.context_length - n}")
+
+    async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Piece]:
+        """Yields text pieces as they are decoded; the last one carries finish_reason.
+
+        Closing the iterator early (client gone) cancels the sequence at the next step.
+        """
+        if self._stopping:
+            raise EngineStopped("engine is shutting down")
+        prompt_ids = self.encode_prompt(prompt)
+        self.validate(prompt_ids, params)
+        loop = asyncio.get_running_loop()
+        seq = Sequence(prompt_ids=prompt_ids, params=params, loop=loop, out=asyncio.Queue(),
+                       rng=np.random.default_rng(params.seed), decoder=IncrementalDecoder(self.tokenizer),
+                       ids=list(prompt_ids))
+        self._waiting.put(seq)
+        self._wake.set()
+        try:
+            while True:
+                piece = await seq.out.get()
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+                if piece.finish_reason:
+                    return
+        finally:
+            if not seq.finish_reason:
+                seq.cancelled = True
+                self._wake.set()
+
+    def score(self, text: str) -> tuple[float, int]:
+        """Sum of log p(token | prefix) over the text's tokens after the first, and their count."""
+        ids = self.tokenizer.encode(text)
+        if len(ids) < 2:
+            raise InvalidRequest("text must be at least 2 tokens long to be scored")
+        if len(ids) > self.context_length:
+            raise InvalidRequest(f"text is {len(ids)} tokens; send at most {self.context_length}")
+        x = np.array([ids], np.int64)
+        logits, _ = self.backend.forward(x, np.arange(len(ids))[None], np.ones_like(x), self.spec.empty_cache(1))
+        logits = logits[0, :-1].astype(np.float64)
+        logits -= logits.max(-1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        return float(logp[np.arange(len(ids) - 1), ids[1:]].sum()), len(ids) - 1
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends the scheduler; requests still in flight get EngineStopped."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    @property
+    def load(self) -> int:
+        return len(self._running) + self._waiting.qsize()
+
+    # ---- the scheduler thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            if not self._running and self._waiting.empty():
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self._step()
+            except Exception as e:  # a failing step fails its requests, never the process
+                logger.exception("generation step failed")
+                for seq in self._running + self._drain_waiting():
+                    seq.emit(e)
+                self._reset()
+        for seq in self._running + self._drain_waiting():
+            seq.emit(EngineStopped("engine is shutting down"))
+
+    def _drain_waiting(self) -> list[Sequence]:
+        out = []
+        while True:
+            try:
+                out.append(self._waiting.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _reset(self) -> None:
+        self._running, self._cache = [], []
+        self._mask = np.zeros((0, 0), np.int64)
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        # 1. admit waiting requests: prefill their prompts together
+        room = self.max_batch_size - len(self._running)
+        new = []
+        while room > 0:
+            try:
+                seq = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            if not seq.cancelled:
+                new.append(seq)
+                room -= 1
+        if new:
+            self._prefill(new)
+        # 2. one decode step for every sequence that already has a sampled token
+        elif self._running:
+            self._decode()
+        self.steps += 1
+        self.max_batch_seen = max(self.max_batch_seen, len(self._running))
+
+    def _prefill(self, new: list[Sequence]) -> None:
+        """Runs the prompts, samples each one's first token, and merges them into the batch."""
+        L = max(len(s.prompt_ids) for s in new)
+        B = len(new)
+        ids = np.zeros((B, L), np.int64)
+        mask = np.zeros((B, L), np.int64)
+        for i, s in enumerate(new):
+            n = len(s.prompt_ids)
+            ids[i, L - n:] = s.prompt_ids                # left padding
+            mask[i, L - n:] = 1
+        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        logits, cache = self.backend.forward(ids, pos, mask, self.spec.empty_cache(B))
+        # merge: pad the shorter cache on the left so both have the same length
+        if self._running:
+            S = self._mask.shape[1]
+            width = max(S, L)
+            old_cache, old_mask = _left_pad(self._cache, self._mask, width)
+            cache, mask = _left_pad(cache, mask, width)
+            self._cache = [np.concatenate([a, b], axis=0) for a, b in zip(old_cache, cache)]
+            self._mask = np.concatenate([old_mask, mask], axis=0)
+        else:
+            self._cache, self._mask = cache, mask
+        self._running.extend(new)
+        self._advance(new, logits[:, -1], range(len(self._running) - B, len(self._running)))
+
+    def _decode(self) -> None:
+        B = len(self._running)
+        ids = np.array([[s.ids[-1]] for s in self._running], np.int64)
+        pos = np.array([[len(s.ids) - 1] for s in self._running], np.int64)
+        mask = np.concatenate([self._mask, np.ones((B, 1), np.int64)], axis=1)
+        logits, self._cache = self.backend.forward(ids, pos, mask, self._cache)
+        self._mask = mask
+        self._advance(list(self._running), logits[:, -1], range(B))
+
+    def _advance(self, seqs: list[Sequence], last_logits: np.ndarray, rows) -> None:
+        """Samples one token per sequence, emits its text, retires finished sequences."""
+        finished = []
+        for seq, row, logits in zip(seqs, rows, last_logits):
+            token = sample_token(logits, seq.params, seq.rng, np.array(seq.ids, np.int64))
+            seq.ids.append(token)
+            if token == self.tokenizer.eos_id:
+                seq.finish_reason = "stop"
+            else:
+                seq.text += seq.decoder.push(token)
+                self._check_stop(seq)
+            if not seq.finish_reason and seq.generated >= seq.params.max_tokens:
+                seq.finish_reason = "length"
+            self._emit(seq)
+            if seq.finish_reason:
+                finished.append(row)
+        if finished:
+            self._remove(set(finished))
+
+    def _check_stop(self, seq: Sequence) -> None:
+        for stop in seq.params.stop:
+            at = seq.text.find(stop, max(0, seq.sent - len(stop)))
+            if at != -1:
+                seq.text = seq.text[:at]
+                seq.finish_reason = "stop"
+
+    def _emit(self, seq: Sequence) -> None:
+        if seq.finish_reason:
+            upto = len(seq.text)
+        else:
+            # hold back a tail that could still become a stop sequence
+            upto = len(seq.text) - _longest_stop_prefix(seq.text, seq.params.stop)
+        piece = seq.text[seq.sent:upto]
+        if piece or seq.finish_reason:
+            seq.sent = max(seq.sent, upto)
+            seq.emit(Piece(piece, seq.finish_reason, len(seq.prompt_ids), seq.generated))
+
+    def _drop_cancelled(self) -> None:
+        gone = {i for i, s in enumerate(self._running) if s.cancelled}
+        if gone:
+            self._remove(gone)
+
+    def _remove(self, rows: set[int]) -> None:
+        keep = [i for i in range(len(self._running)) if i not in rows]
+        self._running = [self._running[i] for i in keep]
+        if not keep:
+            self._reset()
+            return
+        idx = np.array(keep)
+        self._mask = self._mask[idx]
+        # trim leading columns no remaining sequence attends to
+        first = int(np.argmax(self._mask.any(axis=0)))
+        self._mask = self._mask[:, first:]
+        self._cache = [c[idx, :, first:] for c in self._cache]
+
+
+def _left_pad(cache: list[np.ndarray], mask: np.ndarray, width: int):
+    extra = width - mask.shape[1]
+    if extra == 0:
+        return cache, mask
+    cache = [np.pad(c, ((0, 0), (0, 0), (extra, 0), (0, 0))) for c in cache]
+    return cache, np.pad(mask, ((0, 0), (extra, 0)))
+
+
+def _longest_stop_prefix(text: str, stops) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                best = max(best, k)
+                break
+    return best

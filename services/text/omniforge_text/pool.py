@@ -1,0 +1,93 @@
+"""The models a text service serves: one engine per (name, version)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from omniforge_shared.backends import load_decoder
+from omniforge_shared.bundle import Bundle, load_bundle
+from omniforge_shared.tokenizer import load_tokenizer
+
+from .engine import TextEngine
+from .settings import TextServiceSettings
+
+logger = logging.getLogger(__name__)
+TASK = "text-generation"
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    bundle: Bundle
+    engine: TextEngine
+    backend: str
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+
+class ModelPool:
+    def __init__(self, settings: TextServiceSettings) -> None:
+        self.settings = settings
+        self.models: dict[str, LoadedModel] = {}      # name -> the version served by default
+        self.default: str | None = None
+
+    def load(self, bundle: Bundle) -> LoadedModel:
+        if bundle.task != TASK:
+            raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, not {TASK!r}")
+        s = self.settings
+        backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8)
+        engine = TextEngine(backend, load_tokenizer(bundle.file("tokenizer")),
+                            max_batch_size=s.max_batch_size, max_tokens_limit=s.max_tokens_limit)
+        loaded = LoadedModel(bundle, engine, backend.name)
+        old = self.models.get(bundle.name)
+        self.models[bundle.name] = loaded
+        self.default = self.default or bundle.name
+        if old is not None:
+            old.engine.stop()
+        logger.info("serving %s:%s with %s", bundle.name, bundle.version, backend.name)
+        return loaded
+
+    def load_configured(self) -> None:
+        """Loads the bundle folder, or the registry's production versions."""
+        s = self.settings
+        if s.bundle is not None:
+            self.load(load_bundle(Path(s.bundle)))
+            return
+        from omniforge_shared.artifacts import LocalArtifactStore
+        from omniforge_shared.registry import Registry
+
+        registry = Registry(s.database_url, LocalArtifactStore(s.artifact_root))
+        try:
+            registry.upgrade()
+            names = s.models or sorted({v.name for v in registry.list_versions() if v.task == TASK})
+            for name in names:
+                self.load(registry.bundle(name))
+        finally:
+            registry.close()
+        if not self.models:
+            logger.warning("no text-generation model is registered; run `omniforge bootstrap`")
+
+    def get(self, name: str, version: str = "") -> LoadedModel:
+        name = name or self.default or ""
+        loaded = self.models.get(name)
+        if loaded is None:
+            known = ", ".join(sorted(self.models)) or "none loaded"
+            raise ModelNotFound(f"model {name!r} is not served here; available: {known}")
+        if version and version != loaded.version:
+            raise ModelNotFound(f"model {name!r} version {version!r} is not served; "
+                                f"this service serves version {loaded.version!r}")
+        return loaded
+
+    def stop(self) -> None:
+        for loaded in self.models.values():
+            loaded.engine.stop()

@@ -1,0 +1,66 @@
+"""Turning one row of logits into one token: penalties, temperature, top-k, top-p."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int | None = None
+
+    def problems(self, *, max_tokens_limit: int) -> list[str]:
+        """What is wrong with these parameters, each phrased as what to send instead."""
+        out = []
+        if not 1 <= self.max_tokens <= max_tokens_limit:
+            out.append(f"max_tokens={self.max_tokens} is out of range; send 1..{max_tokens_limit}")
+        if math.isnan(self.temperature) or not 0 <= self.temperature <= 10:
+            out.append(f"temperature={self.temperature} is out of range; send 0 (greedy) to 10")
+        if self.top_k < 0:
+            out.append(f"top_k={self.top_k} is negative; send 0 (off) or a positive count")
+        if math.isnan(self.top_p) or not 0 < self.top_p <= 1:
+            out.append(f"top_p={self.top_p} is out of range; send a value in (0, 1]")
+        if math.isnan(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
+            out.append(f"repetition_penalty={self.repetition_penalty} is out of range; send (0, 10], 1 = off")
+        if len(self.stop) > 8 or any(not s for s in self.stop):
+            out.append("stop must be at most 8 non-empty strings")
+        return out
+
+
+def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
+                 seen: np.ndarray | None = None) -> int:
+    """logits: (V,) float32. `seen`: token ids already in the context (for the penalty)."""
+    logits = logits.astype(np.float64, copy=True)
+    # 1. repetition penalty (CTRL): make already-seen tokens less likely
+    if params.repetition_penalty != 1.0 and seen is not None and len(seen):
+        ids = np.unique(seen)
+        vals = logits[ids]
+        logits[ids] = np.where(vals > 0, vals / params.repetition_penalty, vals * params.repetition_penalty)
+    # 2. greedy
+    if params.temperature == 0:
+        return int(np.argmax(logits))
+    logits /= params.temperature
+    # 3. top-k: keep the k largest
+    if 0 < params.top_k < logits.size:
+        kth = np.partition(logits, -params.top_k)[-params.top_k]
+        logits[logits < kth] = -np.inf
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    # 4. top-p: the smallest set of tokens whose probability adds up to p
+    if params.top_p < 1.0:
+        order = np.argsort(-probs)
+        cumulative = np.cumsum(probs[order])
+        cutoff = int(np.searchsorted(cumulative, params.top_p)) + 1
+        keep = np.zeros_like(probs, dtype=bool)
+        keep[order[:cutoff]] = True
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum()
+    return int(rng.choice(probs.size, p=probs))

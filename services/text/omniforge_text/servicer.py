@@ -1,0 +1,93 @@
+"""gRPC servicer: translates omniforge.v1.TextService messages to engine calls and back."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+import grpc
+
+from omniforge_proto.v1 import common_pb2, text_pb2, text_pb2_grpc
+
+from .engine import EngineStopped, InvalidRequest
+from .pool import ModelNotFound, ModelPool
+from .sampling import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+def to_params(msg: text_pb2.SamplingParams) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=msg.max_tokens or 64,
+        temperature=msg.temperature,
+        top_k=msg.top_k,
+        top_p=msg.top_p or 1.0,               # proto3 default 0 = unset
+        repetition_penalty=msg.repetition_penalty or 1.0,
+        stop=tuple(msg.stop),
+        seed=msg.seed if msg.HasField("seed") else None,
+    )
+
+
+class TextServicer(text_pb2_grpc.TextServiceServicer):
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    async def Generate(self, request, context):
+        text, last, loaded = [], None, None
+        async for piece, loaded in self._pieces(request, context):
+            text.append(piece.text)
+            last = piece
+        return text_pb2.GenerateResponse(
+            text="".join(text), finish_reason=last.finish_reason, model=loaded.name,
+            model_version=loaded.version,
+            usage=common_pb2.Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens))
+
+    async def GenerateStream(self, request, context):
+        async for piece, loaded in self._pieces(request, context):
+            chunk = text_pb2.GenerateChunk(text=piece.text, finish_reason=piece.finish_reason,
+                                           model=loaded.name, model_version=loaded.version)
+            if piece.finish_reason:
+                chunk.usage.prompt_tokens = piece.prompt_tokens
+                chunk.usage.completion_tokens = piece.completion_tokens
+            yield chunk
+
+    async def _pieces(self, request, context):
+        loaded = await self._model(request.model, context)
+        try:
+            params = to_params(request.sampling)
+            stream = loaded.engine.generate(request.prompt, params)
+            try:
+                async for piece in stream:
+                    yield piece, loaded
+            finally:
+                await stream.aclose()   # a cancelled RPC cancels the sequence in the engine
+        except InvalidRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except EngineStopped as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+
+    async def Score(self, request, context):
+        loaded = await self._model(request.model, context)
+        try:
+            ll, n = await asyncio.to_thread(loaded.engine.score, request.text)
+        except InvalidRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return text_pb2.ScoreResponse(log_likelihood=ll, num_tokens=n, perplexity=math.exp(-ll / n),
+                                      model_version=loaded.version)
+
+    async def ListModels(self, request, context):
+        out = []
+        for loaded in self.pool.models.values():
+            m = loaded.bundle.manifest
+            metrics = {k: float(v) for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
+            out.append(common_pb2.ModelInfo(
+                name=loaded.name, version=loaded.version, task=m["task"], backend=loaded.backend,
+                context_length=m["graph"]["context_length"], vocab_size=m["tokenizer"]["vocab_size"],
+                metrics=metrics))
+        return common_pb2.ListModelsResponse(models=out)
+
+    async def _model(self, ref, context):
+        try:
+            return self.pool.get(ref.name, ref.version)
+        except ModelNotFound as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))

@@ -1,0 +1,1 @@
+"""Pieces every omniforge process shares: settings, model bundles, the registry, backends."""

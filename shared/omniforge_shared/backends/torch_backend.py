@@ -1,0 +1,36 @@
+"""Development backend: runs the bundle's safetensors weights in eager torch."""
+from __future__ import annotations
+
+from omniforge_shared.bundle import Bundle
+
+from .base import DecoderSpec
+
+
+class TorchDecoder:
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, spec: DecoderSpec, *, threads: int = 0) -> None:
+        import torch
+        from omniforge_training.export_onnx import load_trained
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.spec = spec
+        if not bundle.has("weights"):
+            raise ValueError(f"bundle {bundle.name}:{bundle.version} has no safetensors weights for the torch backend")
+        self.model, _ = load_trained(bundle.path)
+
+    def forward(self, input_ids, position_ids, attention_mask, past):
+        torch = self._torch
+        pairs = [(torch.from_numpy(past[2 * i]), torch.from_numpy(past[2 * i + 1]))
+                 for i in range(len(past) // 2)]
+        with torch.inference_mode():
+            logits, _, presents = self.model(torch.from_numpy(input_ids),
+                                             position_ids=torch.from_numpy(position_ids),
+                                             past_key_values=pairs,
+                                             attention_mask=torch.from_numpy(attention_mask))
+        return logits.numpy(), [t.numpy() for kv in presents for t in kv]
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,41 @@
+"""Settings helpers: every process builds one pydantic-settings object at start-up.
+
+`load_settings` turns a validation error into one line per bad value that names the
+environment variable to set, and exits.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class ConfigError(SystemExit):
+    pass
+
+
+def omniforge_home() -> Path:
+    """Where local state lives (registry database, artifacts, pids, logs): $OMNIFORGE_HOME."""
+    return Path(os.environ.get("OMNIFORGE_HOME") or Path.home() / ".omniforge").expanduser()
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{omniforge_home() / 'registry.db'}"
+
+
+def load_settings(cls: type[S], **overrides) -> S:
+    try:
+        return cls(**overrides)
+    except ValidationError as e:
+        prefix = cls.model_config.get("env_prefix", "")
+        lines = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            value = err.get("input")
+            lines.append(f"{prefix}{field.upper()}={value!r}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of omniforge models (imports torch; never used by serving)."""

@@ -1,0 +1,1 @@
+"""Text data: ingest -> clean -> split -> tokenize to a memory-mapped token array."""
