@@ -47,11 +47,15 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="return once /r
     """Start the whole local stack (text service + gateway)."""
     from . import stack
 
+    running = [p for p in stack.recorded() if p.alive()]
+    if running:
+        _fail(f"already running: {', '.join(f'{p.name} (pid {p.pid})' for p in running)}; "
+              "run `omniforge down` first")
     try:
         procs = stack.start(detach=detach)
         body = stack.wait_ready(procs, timeout)
     except RuntimeError as e:
-        stack.stop()
+        stack.stop()   # what this call started, nothing else
         _fail(str(e))
     console.print(f"[green]ready[/green] at {stack.gateway_url()}  "
                   + ", ".join(f"{k}: {v['status']}" for k, v in body["services"].items()))

@@ -72,10 +72,6 @@ def recorded() -> list[Process]:
 
 
 def start(*, detach: bool) -> list[Process]:
-    running = [p for p in recorded() if p.alive()]
-    if running:
-        raise RuntimeError(f"already running: {', '.join(f'{p.name} (pid {p.pid})' for p in running)}; "
-                           "run `omniforge down` first")
     procs = []
     for name, module in COMPONENTS.items():
         log = run_dir() / f"{name}.log"

@@ -87,6 +87,7 @@ class TextEngine:
         self._thread.start()
         self.steps = 0
         self.max_batch_seen = 0
+        self.cancelled = 0                  # sequences dropped because their caller went away
 
     # ---- the async surface used by servicers -------------------------------------------
 
@@ -285,6 +286,7 @@ class TextEngine:
     def _drop_cancelled(self) -> None:
         gone = {i for i, s in enumerate(self._running) if s.cancelled}
         if gone:
+            self.cancelled += len(gone)
             self._remove(gone)
 
     def _remove(self, rows: set[int]) -> None:

