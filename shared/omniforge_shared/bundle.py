@@ -72,6 +72,17 @@ def write_bundle(path: Path, *, name: str, version: str, task: str, architecture
     return Bundle(path, manifest)
 
 
+def rewrite_manifest(path: Path, *, add_files: dict[str, str]) -> Bundle:
+    """Adds files (name -> role) written into a bundle after its manifest, hashing them."""
+    path = Path(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    for fname, role in add_files.items():
+        fpath = path / fname
+        manifest["files"][fname] = {"role": role, "sha256": sha256_file(fpath), "bytes": fpath.stat().st_size}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return Bundle(path, manifest)
+
+
 def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
     path = Path(path)
     mpath = path / MANIFEST

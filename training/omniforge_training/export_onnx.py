@@ -149,7 +149,7 @@ def code_version() -> str:
 
 
 def export_bundle(run_dir: Path, out: Path, *, name: str, version: str, int8: bool = False,
-                  eval_tokens: np.ndarray | None = None, log=print) -> Bundle:
+                  eval_tokens: np.ndarray | None = None, log=print, extra: dict | None = None) -> Bundle:
     """run_dir (model.safetensors, config.json, tokenizer.json[, summary.json]) -> a verified bundle."""
     t0 = time.time()
     run_dir, out = Path(run_dir), Path(out)
@@ -200,6 +200,7 @@ def export_bundle(run_dir: Path, out: Path, *, name: str, version: str, int8: bo
         data=config.get("data", {}),
         code_version=code_version(),
         export_seconds=round(time.time() - t0, 1),
+        **(extra or {}),
     )
     log(f"bundle {name}:{version} written to {out}")
     return bundle

@@ -9,8 +9,8 @@
 from ._client import AsyncClient, Client
 from ._errors import (APIConnectionError, APIError, BadRequestError, InternalServerError, NotFoundError,
                       OmniforgeError, RateLimitError, ServiceUnavailableError, TimeoutError_)
-from ._types import Generation, GenerationChunk, Model, Usage
+from ._types import Generation, GenerationChunk, Model, TrainingJob, Usage
 
 __all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "BadRequestError", "InternalServerError",
            "NotFoundError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
-           "Generation", "GenerationChunk", "Model", "Usage"]
+           "Generation", "GenerationChunk", "Model", "TrainingJob", "Usage"]

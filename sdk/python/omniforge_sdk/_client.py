@@ -7,7 +7,7 @@ from typing import AsyncIterator, Iterator
 import httpx
 
 from ._errors import APIConnectionError, OmniforgeError, error_for
-from ._types import Generation, GenerationChunk, Model
+from ._types import Generation, GenerationChunk, Model, TrainingJob
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -72,6 +72,52 @@ class _Models:
         return [Model(**m) for m in self._client._request("GET", "/models").json()["models"]]
 
 
+class _Jobs:
+    """client.training.jobs: submit, inspect, follow and cancel training jobs."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def create(self, *, recipe: str, dataset: str, params: dict | None = None, model_name: str | None = None,
+               queue: str = "cpu") -> TrainingJob:
+        body = {"recipe": recipe, "dataset": dataset, "params": params or {}, "resources": {"queue": queue}}
+        if model_name:
+            body["model_name"] = model_name
+        return TrainingJob(**self._client._request("POST", "/training/jobs", json=body).json())
+
+    def retrieve(self, job_id: str) -> TrainingJob:
+        return TrainingJob(**self._client._request("GET", f"/training/jobs/{job_id}").json())
+
+    def list(self, *, state: str | None = None) -> list[TrainingJob]:
+        params = {"state": state} if state else {}
+        return [TrainingJob(**j) for j in self._client._request("GET", "/training/jobs", params=params).json()]
+
+    def logs(self, job_id: str, *, after: int = 0) -> list[dict]:
+        return self._client._request("GET", f"/training/jobs/{job_id}/logs", params={"after": after}).json()["lines"]
+
+    def metrics(self, job_id: str, *, name: str | None = None) -> list[dict]:
+        params = {"name": name} if name else {}
+        return self._client._request("GET", f"/training/jobs/{job_id}/metrics", params=params).json()["history"]
+
+    def cancel(self, job_id: str) -> TrainingJob:
+        return TrainingJob(**self._client._request("POST", f"/training/jobs/{job_id}/cancel").json())
+
+    def wait(self, job_id: str, *, timeout: float = 3600.0, poll_s: float = 1.0) -> TrainingJob:
+        import time
+
+        deadline = time.time() + timeout
+        while True:
+            job = self.retrieve(job_id)
+            if job.done or time.time() > deadline:
+                return job
+            time.sleep(poll_s)
+
+
+class _Training:
+    def __init__(self, client: "Client") -> None:
+        self.jobs = _Jobs(client)
+
+
 class Client:
     """Synchronous client. Keyword arguments only; one exception class per kind of failure."""
 
@@ -80,6 +126,7 @@ class Client:
         self.base_url = _base_url(base_url)
         self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
         self.models = _Models(self)
+        self.training = _Training(self)
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:

@@ -46,3 +46,29 @@ class Model:
     context_length: int
     vocab_size: int
     metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    id: str
+    recipe: str
+    dataset: str
+    model_name: str
+    state: str
+    step: int
+    max_steps: int
+    progress: float
+    eta_s: float | None
+    metrics: dict
+    result: dict
+    error: str | None
+    attempts: int
+    params: dict
+    resources: dict
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("succeeded", "failed", "cancelled")

@@ -1,0 +1,265 @@
+"""One training job, end to end:
+
+  train (recipe) -> evaluate on held-out data -> export ONNX (parity-checked) -> optional INT8
+  -> optional TensorRT (GPU workers with the tools) -> register the bundle -> optional promotion
+  behind a gate (no worse than production on the same eval set).
+
+Every stage is safe to run again: a re-delivered job resumes training from its checkpoint and
+registers its bundle at most once (the version is reserved on the job before export).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import traceback
+from pathlib import Path
+
+from omniforge_shared.registry_settings import RegistrySettings
+from omniforge_shared.settings import load_settings, omniforge_home
+
+from .recipes import JobContext, run_recipe
+from .specs import RECIPE_SPECS
+from .store import FINAL, JobStore
+
+logger = logging.getLogger("omniforge.jobs")
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+def job_dir(job_id: str) -> Path:
+    return omniforge_home() / "jobs" / job_id
+
+
+def resolve_dataset(registry, dataset: str) -> Path:
+    """A registered dataset name (optionally `name:version`) or a path on the worker."""
+    from ..data.dataset import load_dataset_manifest
+    from ..data.ingest import DataError
+
+    name, _, version = dataset.partition(":")
+    try:
+        path = registry.dataset_path(name, version or None)
+    except Exception:
+        path = Path(dataset).expanduser()
+    if not path.exists():
+        raise JobFailed(f"dataset {dataset!r} is neither a registered dataset nor a path on this worker")
+    if path.is_dir():
+        try:
+            manifest = load_dataset_manifest(path)
+            _check_tokens(path, manifest)
+        except DataError as e:
+            raise JobFailed(f"dataset {dataset!r} is unusable: {e}") from e
+    return path
+
+
+def _check_tokens(path: Path, manifest: dict) -> None:
+    """A corrupt dataset (truncated or changed token files) fails the job before training."""
+    import hashlib
+
+    from ..data.dataset import sha256_file
+    from ..data.ingest import DataError
+
+    content = hashlib.sha256()
+    for fname in ("train.bin", "val.bin", "tokenizer.json"):
+        content.update(sha256_file(path / fname).encode())
+    if content.hexdigest() != manifest["content_hash"]:
+        raise DataError("its files do not match the content hash in dataset.json (corrupt or changed)")
+
+
+def _last_checkpoint_step(run_dir: Path) -> int:
+    ckpt = run_dir / "ckpt.pt"
+    if not ckpt.exists():
+        return 0
+    from ..checkpoint import load_checkpoint
+
+    return int(load_checkpoint(ckpt)["iter"])
+
+
+def run_job(job_id: str) -> dict:
+    registry = load_settings(RegistrySettings).open()
+    store = JobStore(registry)
+    job = store.get(job_id)
+    if job.state in FINAL:
+        return {"state": job.state, "skipped": "already finished"}
+    if job.cancel_requested:
+        return store.finish(job_id, "cancelled").result
+    work = job_dir(job_id)
+    work.mkdir(parents=True, exist_ok=True)
+    job = store.start_attempt(job_id)
+    log = _Logger(store, job_id, work)
+    log(f"attempt {job.attempts} on recipe {job.recipe}, dataset {job.dataset}")
+    try:
+        dataset = resolve_dataset(registry, job.dataset)
+        # a resumed attempt: forget metrics recorded after the checkpoint it resumes from
+        resume_step = _last_checkpoint_step(work / "run")
+        if resume_step:
+            store.truncate_metrics(job_id, after_step=resume_step)
+            log(f"resuming from the checkpoint at step {resume_step}")
+        recorder = _MetricsRecorder(store, job_id, work, resume_step)
+        result = run_recipe(job.recipe, JobContext(work_dir=work, dataset=dataset, params=job.params,
+                                                   report=recorder.report,
+                                                   should_stop=lambda: store.cancel_requested(job_id),
+                                                   log=log))
+        recorder.close()
+        if result.stopped:
+            log("cancelled: training stopped at a step boundary; nothing was registered")
+            return store.finish(job_id, "cancelled").result
+        summary = result.summary
+        log(f"evaluation on held-out data: val_loss {summary['val_loss']:.4f} "
+            f"(perplexity {summary['val_perplexity']:.2f}) over {summary['val_tokens']} tokens")
+        outcome = _export_and_register(registry, store, job_id, result, dataset, log)
+        return store.finish(job_id, "succeeded", result=outcome).result
+    except Exception as e:  # the job fails with its reason; the worker lives on
+        message = str(e) if isinstance(e, JobFailed) else f"{type(e).__name__}: {e}"
+        log(f"failed: {message}", level="error")
+        logger.debug("job %s failed:\n%s", job_id, traceback.format_exc())
+        store.finish(job_id, "failed", error=message)
+        return {"state": "failed", "error": message}
+    finally:
+        registry.close()
+
+
+def _export_and_register(registry, store: JobStore, job_id: str, result, dataset: Path, log) -> dict:
+    import numpy as np
+
+    from ..data.dataset import load_dataset_manifest, open_tokens
+    from ..export_onnx import export_bundle
+    from .model_card import write_model_card
+
+    job = store.get(job_id)
+    params = job.params
+    # 1. reserve the version on the job first, so a re-delivered job registers the same one
+    outcome = dict(job.result)
+    if "version" not in outcome:
+        outcome["version"] = registry.next_version(job.model_name)
+        store.update(job_id, result=outcome)
+    version = outcome["version"]
+    existing = [v for v in registry.list_versions(job.model_name) if v.version == version]
+    if existing:
+        bundle = registry.bundle(job.model_name, version)
+        if bundle.manifest.get("job_id") != job_id:
+            raise JobFailed(f"version {version} of {job.model_name} was registered by another job")
+        log(f"bundle {job.model_name}:{version} was already registered by this job")
+    else:
+        eval_tokens = None
+        if dataset.is_dir():
+            manifest = load_dataset_manifest(dataset)
+            eval_tokens = np.asarray(open_tokens(dataset / "val.bin", manifest["dtype"])[:20000])
+        out = job_dir(job_id) / "bundle"
+        shutil.rmtree(out, ignore_errors=True)
+        # 2. export (parity-checked), 3. optional INT8
+        bundle = export_bundle(result.run_dir, out, name=job.model_name, version=version,
+                               int8=params.get("int8", True), eval_tokens=eval_tokens, log=log,
+                               extra={"job_id": job_id, "recipe": job.recipe})
+        # 4. TensorRT where the worker can
+        _tensorrt(out, log)
+        # 5. model card with the loss curve, then register
+        write_model_card(bundle, store.metrics_history(job_id), job_dir(job_id) / "metrics.csv")
+        from omniforge_shared.bundle import load_bundle, rewrite_manifest
+
+        added = {"MODEL_CARD.md": "model-card", "loss_curve.png": "loss-curve"}
+        if (out / "model.plan").exists():
+            added["model.plan"] = "tensorrt-engine"
+        rewrite_manifest(out, add_files=added)
+        bundle = load_bundle(out)
+        info = registry.register_bundle(out)
+        log(f"registered {info.name}:{info.version} ({info.stage})")
+    outcome.update(model=job.model_name, metrics=bundle.manifest.get("metrics", {}))
+    # 6. promotion behind the gate
+    if params.get("promote"):
+        outcome["promotion"] = _promote(registry, bundle, log)
+    return outcome
+
+
+def _tensorrt(bundle_dir: Path, log) -> None:
+    import importlib.util
+
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if not has_gpu:
+        log("TensorRT engine skipped: this worker has no CUDA GPU")
+        return
+    if importlib.util.find_spec("tensorrt") is None:
+        log("TensorRT engine skipped: the tensorrt package is not installed on this worker")
+        return
+    from ..export_tensorrt import build_engine
+
+    build_engine(bundle_dir / "model.onnx", bundle_dir / "model.plan", log=log)
+
+
+def _promote(registry, bundle, log) -> dict:
+    """Production only if no worse than the current production model on the same eval set."""
+    name, version = bundle.name, bundle.version
+    ours = bundle.manifest.get("metrics", {}).get("val_loss")
+    prod = [v for v in registry.list_versions(name) if v.stage == "production"]
+    if prod:
+        current = registry.bundle(name, prod[-1].version)
+        same_eval = current.manifest.get("data", {}).get("content_hash") == bundle.manifest.get("data", {}).get(
+            "content_hash")
+        theirs = current.manifest.get("metrics", {}).get("val_loss")
+        if not same_eval or theirs is None:
+            log(f"not promoted: production {name}:{current.version} was evaluated on another eval set")
+            return {"promoted": False, "reason": "different eval set", "production": current.version}
+        if ours > theirs:
+            log(f"not promoted: val_loss {ours:.4f} is worse than production's {theirs:.4f}")
+            return {"promoted": False, "reason": f"val_loss {ours:.4f} > {theirs:.4f}",
+                    "production": current.version}
+    registry.set_stage(name, version, "production")
+    log(f"promoted {name}:{version} to production")
+    return {"promoted": True}
+
+
+class _Logger:
+    """Job log lines go to the database (for the API) and a file in the job's folder."""
+
+    def __init__(self, store: JobStore, job_id: str, work: Path) -> None:
+        self.store, self.job_id, self.path = store, job_id, work / "job.log"
+
+    def __call__(self, message: str, level: str = "info") -> None:
+        self.store.log(self.job_id, message, level)
+        with open(self.path, "a") as f:
+            f.write(f"{level}: {message}\n")
+        logger.info("job %s: %s", self.job_id[:8], message)
+
+
+class _MetricsRecorder:
+    """Step reports -> job row + metrics history, TensorBoard events and a CSV in the job folder."""
+
+    def __init__(self, store: JobStore, job_id: str, work: Path, resume_step: int) -> None:
+        self.store, self.job_id = store, job_id
+        self.csv_path = work / "metrics.csv"
+        if resume_step and self.csv_path.exists():   # keep the curve continuous across attempts
+            rows = list(csv.reader(self.csv_path.open()))
+            kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= resume_step]
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(work / "tensorboard"), purge_step=resume_step or None)
+        except ImportError:
+            pass
+
+    def report(self, step: int, total: int, eta: float | None, metrics: dict) -> None:
+        self.store.update(self.job_id, max_steps=total)
+        self.store.progress(self.job_id, step=step, eta_s=eta, metrics=metrics)
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "name", "value"])
+            w.writerows([step, k, v] for k, v in metrics.items())
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

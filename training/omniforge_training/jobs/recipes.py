@@ -1,0 +1,81 @@
+"""Recipes: plain functions registered by name that train a model from a dataset.
+
+A recipe runs with or without Celery: it gets a `JobContext` (where to write, how to report
+progress, whether to stop) and returns where its trained run lies.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .specs import RECIPE_SPECS, validate_params
+
+
+@dataclass
+class JobContext:
+    work_dir: Path
+    dataset: Path
+    params: dict
+    report: Callable[[int, int, float | None, dict], None] = lambda step, total, eta, metrics: None
+    should_stop: Callable[[], bool] = lambda: False
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class RecipeResult:
+    run_dir: Path
+    summary: dict
+    stopped: bool
+    history: list[dict] = field(default_factory=list)
+
+
+RECIPES: dict[str, Callable[[JobContext], RecipeResult]] = {}
+
+
+def recipe(name: str):
+    if name not in RECIPE_SPECS:
+        raise KeyError(f"recipe {name!r} has no spec in specs.RECIPE_SPECS")
+
+    def register(fn):
+        RECIPES[name] = fn
+        return fn
+    return register
+
+
+@recipe("text-lm")
+def text_lm(ctx: JobContext) -> RecipeResult:
+    """A GPT trained from scratch on a token dataset or a text file; resumes from its checkpoint."""
+    from ..train_text import StepReport, TrainConfig, train_text
+
+    p = validate_params("text-lm", ctx.params)
+    cfg = TrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), tokenizer=p.tokenizer,
+                      vocab_size=p.vocab_size, n_layer=p.n_layer, n_head=p.n_head, n_embd=p.n_embd,
+                      block_size=p.block_size, dropout=p.dropout, batch_size=p.batch_size, grad_accum=p.grad_accum,
+                      max_iters=p.max_iters, lr=p.lr, warmup_iters=min(p.warmup_iters, p.max_iters),
+                      weight_decay=p.weight_decay, eval_interval=p.eval_interval,
+                      checkpoint_interval=p.checkpoint_interval, seed=p.seed, threads=p.threads,
+                      sample_tokens=0, resume=True)
+    last_report = [0.0]
+    stopped = [False]
+
+    def on_step(r: StepReport) -> bool:
+        metrics = {"loss": r.loss, "lr": r.lr, "tokens_per_s": r.tokens_per_s, **r.metrics}
+        # report every eval, and otherwise at most twice a second
+        if r.metrics or time.time() - last_report[0] > 0.5 or r.step == r.max_iters:
+            ctx.report(r.step, r.max_iters, r.eta_s, metrics)
+            last_report[0] = time.time()
+        if ctx.should_stop():
+            stopped[0] = True
+            return False
+        return True
+
+    summary = train_text(cfg, on_step=on_step, progress=False, log=ctx.log)
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0])
+
+
+def run_recipe(name: str, ctx: JobContext) -> RecipeResult:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
+    return RECIPES[name](ctx)

@@ -1,0 +1,70 @@
+"""What a training job may ask for: recipe names and their hyper-parameter schemas.
+
+This module imports no torch, so the gateway can validate a job (422 with what is allowed)
+before it is queued.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class TextLMParams(BaseModel):
+    """Hyper-parameters of the `text-lm` recipe (a GPT trained from scratch)."""
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: Literal["char", "bpe"] = "bpe"
+    vocab_size: int = Field(4096, ge=256, le=65535)
+    n_layer: int = Field(4, ge=1, le=48)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(128, ge=8, le=4096)
+    block_size: int = Field(128, ge=8, le=4096)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_size: int = Field(16, ge=1, le=1024)
+    grad_accum: int = Field(1, ge=1, le=1024)
+    max_iters: int = Field(1000, ge=1, le=10_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    warmup_iters: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0.0, le=1.0)
+    eval_interval: int = Field(100, ge=0)
+    checkpoint_interval: int = Field(50, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    int8: bool = Field(True, description="also export an INT8 graph and report its perplexity change")
+    promote: bool = Field(False, description="put the model in production if it passes the gate")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"head size n_embd/n_head={self.n_embd // self.n_head} must be even (rotary embedding)")
+        return self
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queue: Literal["cpu", "gpu"] = "cpu"
+
+
+class RecipeSpec(BaseModel):
+    name: str
+    task: str
+    params: type[BaseModel]
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+
+# name -> spec; image and audio recipes add themselves here from their own issues
+RECIPE_SPECS: dict[str, RecipeSpec] = {
+    "text-lm": RecipeSpec(name="text-lm", task="text-generation", params=TextLMParams),
+}
+
+
+def validate_params(recipe: str, params: dict) -> BaseModel:
+    """Raises KeyError for an unknown recipe, pydantic.ValidationError for bad params."""
+    if recipe not in RECIPE_SPECS:
+        raise KeyError(f"unknown recipe {recipe!r}; available: {sorted(RECIPE_SPECS)}")
+    return RECIPE_SPECS[recipe].params.model_validate(params)
