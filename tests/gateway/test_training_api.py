@@ -1,0 +1,104 @@
+"""/training/jobs through the gateway, with a worker on the embedded (SQLite) broker."""
+import json
+import time
+
+import httpx
+import pytest
+
+from support import Proc, free_port, shakespeare_text, wait_for
+
+PARAMS = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
+              eval_interval=20, checkpoint_interval=20, threads=1)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from omniforge_shared.artifacts import LocalArtifactStore
+    from omniforge_shared.registry import Registry
+    from omniforge_training.data.dataset import build_dataset
+
+    home = tmp_path_factory.mktemp("api-home")
+    text = shakespeare_text(120_000)
+    src = home / "docs.jsonl"
+    src.write_text("\n".join(json.dumps({"text": text[i:i + 500]}) for i in range(0, len(text), 500)))
+    build_dataset([src], home / "ds", name="hamlet", tokenizer="bpe", vocab_size=512, val_fraction=0.1,
+                  language=None, log=lambda m: None)
+    registry = Registry(f"sqlite:///{home / 'registry.db'}", LocalArtifactStore(home / "artifacts"))
+    registry.upgrade()
+    registry.register_dataset(home / "ds", name="hamlet")
+    env = {"OMNIFORGE_HOME": str(home)}
+    port = free_port()
+    gateway = Proc("omniforge_gateway.app", {**env, "OMNIFORGE_GATEWAY_PORT": str(port),
+                                             "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{free_port()}"},
+                   home / "gw.log").start()
+    worker = Proc("omniforge_training.jobs.worker", env, home / "worker.log").start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, what="gateway up")
+    yield httpx.Client(base_url=url, timeout=30), registry
+    worker.stop()
+    gateway.stop()
+    registry.close()
+
+
+def test_submit_watch_and_get_a_registered_model(stack):
+    http, registry = stack
+    t0 = time.time()
+    r = http.post("/training/jobs", json={"recipe": "text-lm", "dataset": "hamlet", "model_name": "api-lm",
+                                          "params": {**PARAMS, "max_iters": 60, "promote": True}})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and job["max_steps"] == 60
+    seen_running = []
+
+    def finished():
+        j = http.get(f"/training/jobs/{job['id']}").json()
+        if j["state"] == "running":
+            seen_running.append(j)
+        return j["state"] in ("succeeded", "failed")
+
+    wait_for(finished, timeout=180, what="job to finish")
+    elapsed = time.time() - t0
+    j = http.get(f"/training/jobs/{job['id']}").json()
+    assert j["state"] == "succeeded", j["error"]
+    assert j["progress"] == 100.0 and j["step"] == 60 and "val_loss" in j["metrics"]
+    assert j["result"]["promotion"] == {"promoted": True}
+    assert registry.get("api-lm").stage == "production"
+    bundle = registry.bundle("api-lm")
+    assert bundle.has("model-card") and bundle.has("loss-curve") and bundle.has("model-int8")
+    assert "int8_perplexity_change_pct" in bundle.manifest["metrics"]
+    logs = [line["message"] for line in http.get(f"/training/jobs/{job['id']}/logs").json()["lines"]]
+    assert any("onnx parity" in m for m in logs) and any("TensorRT engine skipped" in m for m in logs)
+    history = http.get(f"/training/jobs/{job['id']}/metrics", params={"name": "val_loss"}).json()["history"]
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert any(j["eta_s"] is not None for j in seen_running)
+    print(f"submit -> registered bundle: {elapsed:.1f}s")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"recipe": "gan", "dataset": "hamlet"}, "unknown recipe 'gan'; available: ['text-lm']"),
+    ({"recipe": "text-lm", "dataset": "nope"}, "unknown dataset 'nope'; registered datasets: ['hamlet']"),
+    ({"recipe": "text-lm", "dataset": "hamlet", "params": {"n_layer": 100}},
+     "params.n_layer: Input should be less than or equal to 48"),
+    ({"recipe": "text-lm", "dataset": "hamlet", "params": {"lr": -1}}, "params.lr: Input should be greater than 0"),
+    ({"recipe": "text-lm", "dataset": "hamlet", "params": {"layers": 2}}, "params.layers: Extra inputs"),
+    ({"recipe": "text-lm", "dataset": "hamlet", "params": {"n_embd": 30, "n_head": 4}}, "must be divisible"),
+    ({"recipe": "text-lm", "dataset": "hamlet", "resources": {"queue": "tpu"}}, "resources.queue"),
+])
+def test_bad_jobs_get_422_with_what_is_allowed(stack, body, message):
+    http, _ = stack
+    r = http.post("/training/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["error"]["message"]
+
+
+def test_cancel_through_the_api(stack):
+    http, registry = stack
+    job = http.post("/training/jobs", json={"recipe": "text-lm", "dataset": "hamlet", "model_name": "api-cancel",
+                                            "params": {**PARAMS, "max_iters": 100_000}}).json()
+    wait_for(lambda: http.get(f"/training/jobs/{job['id']}").json()["step"] > 3, timeout=120, what="running")
+    assert http.post(f"/training/jobs/{job['id']}/cancel").status_code == 200
+    wait_for(lambda: http.get(f"/training/jobs/{job['id']}").json()["state"] == "cancelled", timeout=30,
+             what="cancelled")
+    assert registry.list_versions("api-cancel") == []
+    assert http.get("/training/jobs/not-a-job").status_code == 404
+    assert any(j["id"] == job["id"] for j in http.get("/training/jobs").json())
