@@ -15,6 +15,9 @@ class RegistrySettings(BaseSettings):
 
     database_url: str = Field(default_factory=default_database_url)
     artifact_root: Path = Field(default_factory=lambda: omniforge_home() / "artifacts")
+    # when set, stage changes are published here and services swap models at once;
+    # without it services poll the registry
+    redis_url: str | None = None
 
     def open(self):
         from .artifacts import LocalArtifactStore
@@ -22,4 +25,8 @@ class RegistrySettings(BaseSettings):
 
         registry = Registry(self.database_url, LocalArtifactStore(self.artifact_root))
         registry.upgrade()
+        if self.redis_url:
+            from .events import RedisEvents
+
+            registry.on_stage_change.append(RedisEvents(self.redis_url).publish_stage_change)
         return registry

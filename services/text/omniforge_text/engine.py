@@ -83,6 +83,7 @@ class TextEngine:
         self._mask = np.zeros((0, 0), np.int64)
         self._wake = threading.Event()
         self._stopping = False
+        self._retire_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="text-engine", daemon=True)
         self._thread.start()
         self.steps = 0
@@ -151,6 +152,12 @@ class TextEngine:
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         return float(logp[np.arange(len(ids) - 1), ids[1:]].sum()), len(ids) - 1
 
+    def retire(self) -> None:
+        """Finishes what it has (and what arrives in the next second), then stops: used when a
+        newer model version takes over, so in-flight requests end on the version they began on."""
+        self._retire_at = time.monotonic()
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Ends the scheduler; requests still in flight get EngineStopped."""
         self._stopping = True
@@ -166,6 +173,9 @@ class TextEngine:
     def _run(self) -> None:
         while not self._stopping:
             if not self._running and self._waiting.empty():
+                if self._retire_at is not None and time.monotonic() - self._retire_at > 1.0:
+                    self._stopping = True
+                    break
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue

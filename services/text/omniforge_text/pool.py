@@ -40,6 +40,8 @@ class ModelPool:
         self.settings = settings
         self.models: dict[str, LoadedModel] = {}      # name -> the version served by default
         self.default: str | None = None
+        self.registry = None                          # set when models come from the registry
+        self.swaps = 0
 
     def load(self, bundle: Bundle) -> LoadedModel:
         if bundle.task != TASK:
@@ -50,10 +52,11 @@ class ModelPool:
                             max_batch_size=s.max_batch_size, max_tokens_limit=s.max_tokens_limit)
         loaded = LoadedModel(bundle, engine, backend.name)
         old = self.models.get(bundle.name)
-        self.models[bundle.name] = loaded
+        self.models[bundle.name] = loaded             # new requests go to the new engine from here
         self.default = self.default or bundle.name
         if old is not None:
-            old.engine.stop()
+            old.engine.retire()                       # in-flight requests finish on the old one
+            self.swaps += 1
         logger.info("serving %s:%s with %s", bundle.name, bundle.version, backend.name)
         return loaded
 
@@ -66,16 +69,29 @@ class ModelPool:
         from omniforge_shared.artifacts import LocalArtifactStore
         from omniforge_shared.registry import Registry
 
-        registry = Registry(s.database_url, LocalArtifactStore(s.artifact_root))
-        try:
-            registry.upgrade()
-            names = s.models or sorted({v.name for v in registry.list_versions() if v.task == TASK})
-            for name in names:
-                self.load(registry.bundle(name))
-        finally:
-            registry.close()
+        self.registry = Registry(s.database_url, LocalArtifactStore(s.artifact_root))
+        self.registry.upgrade()
+        self.refresh()
         if not self.models:
             logger.warning("no text-generation model is registered; run `omniforge bootstrap`")
+
+    def refresh(self) -> list[str]:
+        """Loads every model whose production version is not the one served; returns what changed."""
+        if self.registry is None:
+            return []
+        names = self.settings.models or sorted({v.name for v in self.registry.list_versions() if v.task == TASK})
+        changed = []
+        for name in names:
+            try:
+                info = self.registry.get(name)
+            except Exception as e:  # a model named in settings but not registered yet
+                logger.warning("cannot serve %s: %s", name, e)
+                continue
+            current = self.models.get(name)
+            if current is None or current.version != info.version:
+                self.load(self.registry.bundle(name, info.version))
+                changed.append(f"{name}:{info.version}")
+        return changed
 
     def get(self, name: str, version: str = "") -> LoadedModel:
         name = name or self.default or ""
@@ -91,3 +107,5 @@ class ModelPool:
     def stop(self) -> None:
         for loaded in self.models.values():
             loaded.engine.stop()
+        if self.registry is not None:
+            self.registry.close()

@@ -15,6 +15,7 @@ from omniforge_shared.settings import load_settings
 from .pool import ModelPool
 from .servicer import TextServicer
 from .settings import TextServiceSettings
+from .watcher import watch_registry
 
 logger = logging.getLogger("omniforge.text")
 SERVICE_NAME = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
@@ -46,9 +47,16 @@ async def serve(settings: TextServiceSettings, *, ready: asyncio.Event | None = 
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
+    async def became_serving():
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    watcher = asyncio.create_task(watch_registry(pool, poll_seconds=settings.poll_seconds,
+                                                 redis_url=settings.redis_url, on_change=became_serving))
     if ready is not None:
         ready.set()
     await stop.wait()
+    watcher.cancel()
     # graceful stop: refuse new calls, let running ones finish for grace_seconds
     logger.info("stopping: %.1fs grace for running calls", settings.grace_seconds)
     await health_servicer.enter_graceful_shutdown()

@@ -30,3 +30,7 @@ class TextServiceSettings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=256)
     max_tokens_limit: int = Field(1024, ge=1)
     grace_seconds: float = Field(5.0, ge=0)
+    # how the service learns of promotions: Redis pub/sub when OMNIFORGE_REDIS_URL is set,
+    # and polling the registry every poll_seconds in any case (0 = never)
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("OMNIFORGE_REDIS_URL", "redis_url"))
+    poll_seconds: float = Field(5.0, ge=0)

@@ -6,6 +6,7 @@ SQLite by default (`sqlite:///$OMNIFORGE_HOME/registry.db`), PostgreSQL for shar
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +63,7 @@ class Registry:
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.on_stage_change: list = []     # callbacks (name, version, stage) after a stage changes
 
     def upgrade(self) -> None:
         """Creates or migrates the schema to the newest Alembic revision."""
@@ -124,6 +126,11 @@ class Registry:
                     if other.stage == "production" and other.id != mv.id:
                         other.stage = "archived"
             mv.stage = stage
+        for callback in self.on_stage_change:
+            try:
+                callback(name, version, stage)
+            except Exception:  # a notification failing must not undo the change; pollers catch up
+                logging.getLogger(__name__).exception("stage-change notification failed")
         return self._find(name, version)
 
     def get(self, name: str, version: str | None = None) -> VersionInfo:
