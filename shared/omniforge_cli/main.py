@@ -457,6 +457,27 @@ def train_watch(job_id: str):
         _fail(f"job {job.state}: {job.error or ''}")
 
 
+@export_app.command("triton")
+def export_triton_cmd(model: str = typer.Argument(..., help="registered model name, or a bundle folder"),
+                      repo: Path = typer.Option(Path("triton-models"), help="Triton model repository"),
+                      version: Optional[str] = typer.Option(None, help="registry version (default: production)"),
+                      runtime: str = typer.Option("onnxruntime", help="onnxruntime | python (Python backend)"),
+                      kind: str = typer.Option("KIND_GPU", help="KIND_GPU | KIND_CPU"),
+                      instances: int = typer.Option(1, help="model instances"),
+                      max_batch_size: int = typer.Option(16)):
+    """Write a Triton model repository (config.pbtxt + <version>/model.onnx) for a text model."""
+    from omniforge_training.export_triton import export_triton
+
+    path = Path(model)
+    bundle_dir = path if path.is_dir() else _registry().bundle(model, version).path
+    try:
+        model_dir = export_triton(bundle_dir, repo, runtime=runtime, kind=kind, instances=instances,
+                                  max_batch_size=max_batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"wrote {model_dir}/config.pbtxt and {', '.join(p.name for p in model_dir.iterdir() if p.is_dir())}/")
+
+
 def main() -> None:
     try:
         app()

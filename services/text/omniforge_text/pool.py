@@ -47,7 +47,7 @@ class ModelPool:
         if bundle.task != TASK:
             raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, not {TASK!r}")
         s = self.settings
-        backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8)
+        backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8, triton_url=s.triton_url)
         engine = TextEngine(backend, load_tokenizer(bundle.file("tokenizer")),
                             max_batch_size=s.max_batch_size, max_tokens_limit=s.max_tokens_limit)
         loaded = LoadedModel(bundle, engine, backend.name)

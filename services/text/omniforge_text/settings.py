@@ -24,7 +24,8 @@ class TextServiceSettings(BaseSettings):
     artifact_root: Path = Field(default_factory=lambda: omniforge_home() / "artifacts",
                                 validation_alias=AliasChoices("OMNIFORGE_ARTIFACT_ROOT", "artifact_root"))
     models: list[str] = Field(default_factory=list)   # empty = every text-generation model
-    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"
+    triton_url: str = "127.0.0.1:8001"                 # Triton's gRPC address, for backend=triton
     int8: bool = False
     threads: int = Field(0, ge=0)                      # 0 = onnxruntime's default
     max_batch_size: int = Field(16, ge=1, le=256)

@@ -6,7 +6,7 @@ import warnings
 from omniforge_proto.v1 import common_pb2 as omniforge_dot_v1_dot_common__pb2
 from omniforge_proto.v1 import text_pb2 as omniforge_dot_v1_dot_text__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
