@@ -273,7 +273,8 @@ def train_text_cmd(
         summary = train_text(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
         _fail(str(e))
-    print(json.dumps(summary), flush=True)
+    if os.environ.get("RANK", "0") == "0":   # under torchrun, one JSON line from rank 0
+        print(json.dumps(summary), flush=True)
 
 
 @train_app.command("starter")

@@ -138,10 +138,14 @@ class TokenStream:
             raise DataError(f"not enough tokens ({len(self.train)} train, {len(self.val)} val) "
                             f"for block_size {cfg.block_size}")
 
-    def batch(self, split: str, batch_size: int, block_size: int, gen: torch.Generator):
+    def batch(self, split: str, batch_size: int, block_size: int, gen: torch.Generator, *, rank: int = 0,
+              world: int = 1):
+        """Draws the global batch (batch_size x world rows) and returns this rank's slice, so any
+        number of processes sees the same global batch as one process would."""
         data = self.train if split == "train" else self.val
         block_size = min(block_size, len(data) - 1)
-        starts = torch.randint(len(data) - block_size, (batch_size,), generator=gen).numpy()
+        starts = torch.randint(len(data) - block_size, (batch_size * world,), generator=gen).numpy()
+        starts = starts[rank * batch_size:(rank + 1) * batch_size]
         rows = np.stack([np.asarray(data[s:s + block_size + 1], dtype=np.int64) for s in starts])
         t = torch.from_numpy(rows)
         return t[:, :-1], t[:, 1:]
@@ -237,7 +241,10 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    dist = Distributed.from_env(cfg.device)
+    device = dist.device if dist.enabled else pick_device(cfg.device)
+    if not dist.is_main:
+        progress, on_step, log = False, None, (lambda message: None)
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
@@ -253,7 +260,7 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
     gconf = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=cfg.block_size,
                       n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                       dropout=cfg.dropout, bias=cfg.bias)
-    model = GPT(gconf).to(device)
+    raw_model = model = GPT(gconf).to(device)
     optimizer = model.configure_optimizer(lr=cfg.lr, weight_decay=cfg.weight_decay,
                                           betas=(cfg.beta1, cfg.beta2))
     start_iter, tokens_seen, wall_before, history = 0, 0, 0.0, []
@@ -263,7 +270,7 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
         if ckpt["model_config"] != gconf.to_dict():
             raise ValueError(f"{ckpt_path} was trained with {ckpt['model_config']}, not {gconf.to_dict()}; "
                              "use another --out or --no-resume")
-        model.load_state_dict(ckpt["model"])
+        raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_iter, tokens_seen = ckpt["iter"], ckpt["tokens_seen"]
         wall_before, history = ckpt["wall_s"], ckpt["history"]
@@ -272,21 +279,28 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
         log(f"resuming from step {start_iter} ({ckpt_path})")
-    n_params = model.num_params()
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    n_params = raw_model.num_params()
     log(f"model: {n_params / 1e6:.2f}M parameters, {gconf.to_dict()}; device {device}, "
-        f"threads {torch.get_num_threads()}, {'bf16 autocast' if use_bf16 else 'fp32'}")
+        f"threads {torch.get_num_threads()}, {'bf16 autocast' if use_bf16 else 'fp32'}"
+        + (f", {dist.world} processes ({dist.backend})" if dist.enabled else ""))
 
     def checkpoint(it: int, wall: float) -> None:
+        if not dist.is_main:
+            return
         save_checkpoint(ckpt_path, {
             "iter": it, "tokens_seen": tokens_seen, "wall_s": wall, "history": history,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
             "model_config": gconf.to_dict(), "train_config": asdict(cfg),
             "rng": {"data": gen.get_state(), "torch": torch.get_rng_state(),
                     "numpy": np.random.get_state(), "python": random.getstate()},
         })
 
     # 3. the loop
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.block_size
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.block_size * dist.world
     bar = None
     if progress:
         from tqdm import tqdm
@@ -301,13 +315,16 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum = 0.0
-        for _ in range(cfg.grad_accum):
-            x, y = data.batch("train", cfg.batch_size, cfg.block_size, gen)
+        for micro in range(cfg.grad_accum):
+            x, y = data.batch("train", cfg.batch_size, cfg.block_size, gen, rank=dist.rank, world=dist.world)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
+            # DDP: all-reduce gradients on the last micro-step only
+            sync = nullcontext() if not dist.enabled or micro == cfg.grad_accum - 1 else model.no_sync()
+            with sync, autocast:
                 _, loss, _ = model(x, y)
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
+        loss_sum = dist.mean(loss_sum)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -320,13 +337,14 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
         eta = (cfg.max_iters - it) * elapsed / (it - start_iter)
         metrics = {}
         if cfg.eval_interval and (it % cfg.eval_interval == 0 or it == cfg.max_iters):
-            metrics = {"train_loss": _estimate(model, data, "train", cfg, device, autocast),
-                       "val_loss": _estimate(model, data, "val", cfg, device, autocast)}
+            metrics = {"train_loss": _estimate(raw_model, data, "train", cfg, device, autocast),
+                       "val_loss": _estimate(raw_model, data, "val", cfg, device, autocast)}
             history.append({"step": it, "lr": lr, "tokens_seen": tokens_seen, **metrics})
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(history[-1]) + "\n")
-            text = sample(model, data.tokenizer, "\n", max_new_tokens=cfg.sample_tokens, device=device,
-                          seed=it) if cfg.sample_tokens else ""
+            if dist.is_main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(history[-1]) + "\n")
+            text = sample(raw_model, data.tokenizer, "\n", max_new_tokens=cfg.sample_tokens, device=device,
+                          seed=it) if cfg.sample_tokens and dist.is_main else ""
             msg = f"step {it}: train {metrics['train_loss']:.4f} val {metrics['val_loss']:.4f}"
             (bar.write if bar else log)(msg + (f"\n--- sample ---\n{text}\n---" if text else ""))
         if bar:
@@ -334,6 +352,7 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
             bar.update(1)
         if on_step is not None and on_step(StepReport(it, cfg.max_iters, loss_sum, lr, tok_s, eta, metrics)) is False:
             stopped = True
+        stopped = dist.any(stopped)      # every rank stops at the same step
         if (cfg.checkpoint_interval and it % cfg.checkpoint_interval == 0) or stopped or it == cfg.max_iters:
             checkpoint(it, wall_before + time.time() - t_start)
         if stopped:
@@ -344,11 +363,11 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
     train_time = time.time() - t_start
 
     # 4. final evaluation over the whole val split, weights and summary
-    val_loss = full_loss(model, data.val, cfg.block_size, device)
+    val_loss = full_loss(raw_model, data.val, cfg.block_size, device)
     summary = {
         "val_loss": round(val_loss, 5),
         "val_perplexity": round(math.exp(val_loss), 3),
-        "train_loss": round(_estimate(model, data, "train", cfg, device, autocast, iters=50), 5),
+        "train_loss": round(_estimate(raw_model, data, "train", cfg, device, autocast, iters=50), 5),
         "tokens_per_s": round((it - start_iter) * tokens_per_step / max(train_time, 1e-9), 1),
         "wall_s": round(wall, 1),
         "iters": it,
@@ -357,13 +376,73 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
         "params": n_params,
         "val_tokens": int(len(data.val)),
         "tokenizer": data.tokenizer.kind,
-        "hardware": _hardware(device),
+        "hardware": _hardware(device) + (f" x {dist.world} processes" if dist.enabled else ""),
+        "world_size": dist.world,
     }
-    save_weights(out / "model.safetensors", model)
+    dist.close()
+    if not dist.is_main:
+        return summary
+    save_weights(out / "model.safetensors", raw_model)
     (out / "config.json").write_text(json.dumps({"model": gconf.to_dict(), "train": asdict(cfg),
                                                  "data": data.provenance}, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+@dataclass
+class Distributed:
+    """torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK (gloo on CPUs, NCCL on GPUs)."""
+    enabled: bool = False
+    rank: int = 0
+    world: int = 1
+    backend: str = ""
+    device: torch.device | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device_name: str) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        backend = "nccl" if use_cuda else "gloo"
+        if not tdist.is_initialized():
+            tdist.init_process_group(backend)
+        return cls(True, tdist.get_rank(), world, backend, device)
+
+    def mean(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        import torch.distributed as tdist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        tdist.all_reduce(t)
+        return t.item() / self.world
+
+    def any(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        import torch.distributed as tdist
+
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        tdist.all_reduce(t)
+        return t.item() > 0
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+            tdist.destroy_process_group()
 
 
 @torch.no_grad()
