@@ -171,7 +171,7 @@ def export_bundle(run_dir: Path, out: Path, *, name: str, version: str, int8: bo
     files = {"model.onnx": "model", "tokenizer.json": "tokenizer",
              "model.safetensors": "weights", "config.json": "config"}
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
-    metrics = {k: summary[k] for k in ("val_loss", "val_perplexity", "train_loss") if k in summary}
+    metrics = {k: summary[k] for k in ("val_loss", "val_perplexity", "train_loss", "base_val_loss") if k in summary}
     metrics["onnx_parity_max_abs"] = parity
     # 3. optional INT8 dynamic quantization, with its perplexity change
     if int8:

@@ -47,7 +47,14 @@ class ModelPool:
         if bundle.task != TASK:
             raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, not {TASK!r}")
         s = self.settings
-        backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8, triton_url=s.triton_url)
+        base = None
+        if s.adapters == "adapter" and "base_model" in bundle.manifest:
+            if s.backend != "torch" or self.registry is None:
+                raise ValueError("serving an adapter unmerged needs OMNIFORGE_TEXT_BACKEND=torch and the registry")
+            ref = bundle.manifest["base_model"]
+            base = self.registry.bundle(ref["name"], ref["version"])
+        backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8, triton_url=s.triton_url,
+                               base_bundle=base)
         engine = TextEngine(backend, load_tokenizer(bundle.file("tokenizer")),
                             max_batch_size=s.max_batch_size, max_tokens_limit=s.max_tokens_limit)
         loaded = LoadedModel(bundle, engine, backend.name)

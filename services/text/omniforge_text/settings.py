@@ -27,6 +27,9 @@ class TextServiceSettings(BaseSettings):
     backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"
     triton_url: str = "127.0.0.1:8001"                 # Triton's gRPC address, for backend=triton
     int8: bool = False
+    # LoRA bundles: "merged" serves their merged ONNX graph; "adapter" (torch backend) puts the
+    # adapter on top of its base model's weights
+    adapters: Literal["merged", "adapter"] = "merged"
     threads: int = Field(0, ge=0)                      # 0 = onnxruntime's default
     max_batch_size: int = Field(16, ge=1, le=256)
     max_tokens_limit: int = Field(1024, ge=1)

@@ -14,7 +14,8 @@ BACKENDS = ("onnxruntime", "torch", "triton")
 
 
 def load_decoder(bundle: Bundle, *, backend: str = "onnxruntime", threads: int = 0,
-                 int8: bool = False, triton_url: str = "127.0.0.1:8001") -> DecoderBackend:
+                 int8: bool = False, triton_url: str = "127.0.0.1:8001",
+                 base_bundle: Bundle | None = None) -> DecoderBackend:
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxDecoder
 
@@ -23,7 +24,7 @@ def load_decoder(bundle: Bundle, *, backend: str = "onnxruntime", threads: int =
     if backend == "torch":
         from .torch_backend import TorchDecoder
 
-        return TorchDecoder(bundle, DecoderSpec.from_bundle(bundle), threads=threads)
+        return TorchDecoder(bundle, DecoderSpec.from_bundle(bundle), threads=threads, base_bundle=base_bundle)
     if backend == "triton":
         from .triton_backend import TritonDecoder
 

@@ -9,7 +9,9 @@ from .base import DecoderSpec
 class TorchDecoder:
     name = "torch"
 
-    def __init__(self, bundle: Bundle, spec: DecoderSpec, *, threads: int = 0) -> None:
+    def __init__(self, bundle: Bundle, spec: DecoderSpec, *, threads: int = 0,
+                 base_bundle: Bundle | None = None) -> None:
+        """With `base_bundle`, an adapter bundle is served unmerged: base weights + LoRA adapter."""
         import torch
         from omniforge_training.export_onnx import load_trained
 
@@ -17,6 +19,11 @@ class TorchDecoder:
             torch.set_num_threads(threads)
         self._torch = torch
         self.spec = spec
+        if base_bundle is not None and bundle.has("adapter"):
+            from omniforge_training.finetune_lora import load_with_adapter
+
+            self.model = load_with_adapter(bundle, base_bundle)
+            return
         if not bundle.has("weights"):
             raise ValueError(f"bundle {bundle.name}:{bundle.version} has no safetensors weights for the torch backend")
         self.model, _ = load_trained(bundle.path)

@@ -100,7 +100,7 @@ def run_job(job_id: str) -> dict:
             log(f"resuming from the checkpoint at step {resume_step}")
         recorder = _MetricsRecorder(store, job_id, work, resume_step)
         result = run_recipe(job.recipe, JobContext(work_dir=work, dataset=dataset, params=job.params,
-                                                   report=recorder.report,
+                                                   registry=registry, report=recorder.report,
                                                    should_stop=lambda: store.cancel_requested(job_id),
                                                    log=log))
         recorder.close()
@@ -109,7 +109,8 @@ def run_job(job_id: str) -> dict:
             return store.finish(job_id, "cancelled").result
         summary = result.summary
         log(f"evaluation on held-out data: val_loss {summary['val_loss']:.4f} "
-            f"(perplexity {summary['val_perplexity']:.2f}) over {summary['val_tokens']} tokens")
+            f"(perplexity {summary['val_perplexity']:.2f}) over {summary['val_tokens']} tokens"
+            + (f"; the base model scored {summary['base_val_loss']:.4f}" if "base_val_loss" in summary else ""))
         outcome = _export_and_register(registry, store, job_id, result, dataset, log)
         return store.finish(job_id, "succeeded", result=outcome).result
     except Exception as e:  # the job fails with its reason; the worker lives on
@@ -154,6 +155,8 @@ def _export_and_register(registry, store: JobStore, job_id: str, result, dataset
         bundle = export_bundle(result.run_dir, out, name=job.model_name, version=version,
                                int8=params.get("int8", True), eval_tokens=eval_tokens, log=log,
                                extra={"job_id": job_id, "recipe": job.recipe})
+        if result.finish_bundle is not None:
+            result.finish_bundle(out)
         # 4. TensorRT where the worker can
         _tensorrt(out, log)
         # 5. model card with the loss curve, then register

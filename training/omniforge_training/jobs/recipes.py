@@ -18,6 +18,7 @@ class JobContext:
     work_dir: Path
     dataset: Path
     params: dict
+    registry: object | None = None       # for recipes that start from a registered model
     report: Callable[[int, int, float | None, dict], None] = lambda step, total, eta, metrics: None
     should_stop: Callable[[], bool] = lambda: False
     log: Callable[[str], None] = print
@@ -29,6 +30,7 @@ class RecipeResult:
     summary: dict
     stopped: bool
     history: list[dict] = field(default_factory=list)
+    finish_bundle: Callable[[Path], None] | None = None   # adds recipe-specific files after export
 
 
 RECIPES: dict[str, Callable[[JobContext], RecipeResult]] = {}
@@ -73,6 +75,33 @@ def text_lm(ctx: JobContext) -> RecipeResult:
 
     summary = train_text(cfg, on_step=on_step, progress=False, log=ctx.log)
     return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0])
+
+
+@recipe("text-lora")
+def text_lora(ctx: JobContext) -> RecipeResult:
+    """LoRA fine-tuning of a registered text model on a text corpus (txt, JSONL, Parquet, HF)."""
+    from ..finetune_lora import LoraConfigSpec, add_adapter_files, finetune_lora
+    from ..train_text import StepReport
+
+    p = validate_params("text-lora", ctx.params)
+    if ctx.registry is None:
+        raise ValueError("text-lora needs the registry to find its base model")
+    name, _, version = p.base_model.partition(":")
+    base = ctx.registry.bundle(name, version or None)
+    spec = LoraConfigSpec(r=p.r, alpha=p.alpha, dropout=p.dropout, target_modules=list(p.target_modules),
+                          block_size=p.block_size, batch_size=p.batch_size, max_iters=p.max_iters, lr=p.lr,
+                          val_fraction=p.val_fraction, seed=p.seed, threads=p.threads)
+    stopped = [False]
+
+    def on_step(r: StepReport) -> bool:
+        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr})
+        stopped[0] = ctx.should_stop()
+        return not stopped[0]
+
+    run_dir = ctx.work_dir / "run"
+    summary = finetune_lora(base, ctx.dataset, run_dir, spec, on_step=on_step, log=ctx.log)
+    return RecipeResult(run_dir=run_dir, summary=summary, stopped=stopped[0],
+                        finish_bundle=lambda bundle_dir: add_adapter_files(bundle_dir, run_dir, base))
 
 
 def run_recipe(name: str, ctx: JobContext) -> RecipeResult:

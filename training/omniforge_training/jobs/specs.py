@@ -43,6 +43,27 @@ class TextLMParams(BaseModel):
         return self
 
 
+class TextLoRAParams(BaseModel):
+    """Hyper-parameters of the `text-lora` recipe (fine-tunes a registered text model)."""
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field(description="registered text model, `name` (production) or `name:version`")
+    r: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1, le=1024)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[Literal["c_attn", "c_proj", "c_fc"]] = Field(
+        default_factory=lambda: ["c_attn", "c_proj", "c_fc"])
+    block_size: int = Field(128, ge=8, le=4096)
+    batch_size: int = Field(8, ge=1, le=1024)
+    max_iters: int = Field(200, ge=1, le=1_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    int8: bool = False
+    promote: bool = False
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +81,7 @@ class RecipeSpec(BaseModel):
 # name -> spec; image and audio recipes add themselves here from their own issues
 RECIPE_SPECS: dict[str, RecipeSpec] = {
     "text-lm": RecipeSpec(name="text-lm", task="text-generation", params=TextLMParams),
+    "text-lora": RecipeSpec(name="text-lora", task="text-generation", params=TextLoRAParams),
 }
 
 
