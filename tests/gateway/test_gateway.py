@@ -1,6 +1,5 @@
 """The gateway as a real uvicorn process in front of a real text service process."""
 import json
-import math
 
 import httpx
 import pytest

@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from support import Proc, free_port, grpc_serving, wait_for
+from support import Proc, free_port, wait_for
 
 
 @pytest.fixture()

@@ -2,13 +2,11 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from support import shakespeare_text, wait_for
+from support import shakespeare_text, start_worker, stop_worker, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 TINY = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
@@ -56,21 +54,6 @@ def env(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def start_worker(env, log):
-    return subprocess.Popen([sys.executable, "-m", "omniforge_training.jobs.worker"], env={**os.environ, **env},
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_worker(proc, sig=signal.SIGTERM):
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def submit(registry, model_name, dataset="hamlet", **params):

@@ -29,7 +29,10 @@ class TrainingSettings(BaseSettings):
 
     broker_url: str = Field(default_factory=lambda: _home_url("sqla+sqlite", "broker.db"))
     result_backend: str = Field(default_factory=lambda: _home_url("db+sqlite", "celery-results.db"))
-    visibility_timeout_s: int = Field(60, ge=1)   # unacked jobs of a lost worker come back after this
+    visibility_timeout_s: int = Field(60, ge=1)   # Redis: unacked jobs of a lost worker come back after this
+    # brokers without a visibility timeout (the embedded SQLite one): a starting worker re-queues
+    # running jobs whose last progress report is older than this
+    stale_after_s: float = Field(120.0, gt=0)
 
 
 def make_celery(settings: TrainingSettings | None = None) -> Celery:
@@ -46,6 +49,16 @@ def make_celery(settings: TrainingSettings | None = None) -> Celery:
     )
     if settings.broker_url.startswith(("redis://", "rediss://")):
         app.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        from celery.signals import worker_ready
+
+        @worker_ready.connect(weak=False)
+        def _requeue_orphans(sender=None, **_):
+            from .store import requeue_stale
+
+            for job_id, queue in requeue_stale(settings.stale_after_s):
+                app.send_task(TASK_NAME, args=[job_id], queue=queue)
 
     @app.task(name=TASK_NAME, bind=True)
     def train(self, job_id: str) -> dict:

@@ -10,7 +10,6 @@ registers its bundle at most once (the version is reserved on the job before exp
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shutil
 import traceback
@@ -20,7 +19,6 @@ from omniforge_shared.registry_settings import RegistrySettings
 from omniforge_shared.settings import load_settings, omniforge_home
 
 from .recipes import JobContext, run_recipe
-from .specs import RECIPE_SPECS
 from .store import FINAL, JobStore
 
 logger = logging.getLogger("omniforge.jobs")

@@ -156,3 +156,26 @@ class JobStore:
         with self.sessions() as s:
             q = select(JobLog).where(JobLog.job_id == job_id, JobLog.id > after).order_by(JobLog.id)
             return [(r.id, r.created_at, r.level, r.message) for r in s.scalars(q)]
+
+
+def requeue_stale(stale_after_s: float) -> list[tuple[str, str]]:
+    """Running jobs whose worker has gone silent for stale_after_s: marked queued again and
+    returned (id, queue) to be re-sent. They resume from their last checkpoint."""
+    from datetime import timedelta
+
+    from omniforge_shared.registry_settings import RegistrySettings
+    from omniforge_shared.settings import load_settings
+
+    registry = load_settings(RegistrySettings).open()
+    cutoff = _now() - timedelta(seconds=stale_after_s)
+    out = []
+    try:
+        with registry.sessions.begin() as s:
+            for job in s.scalars(select(Job).where(Job.state == "running")):
+                updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=timezone.utc)
+                if updated < cutoff:
+                    job.state = "queued"
+                    out.append((job.id, (job.resources or {}).get("queue", "cpu")))
+    finally:
+        registry.close()
+    return out
