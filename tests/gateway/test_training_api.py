@@ -102,3 +102,30 @@ def test_cancel_through_the_api(stack):
     assert registry.list_versions("api-cancel") == []
     assert http.get("/training/jobs/not-a-job").status_code == 404
     assert any(j["id"] == job["id"] for j in http.get("/training/jobs").json())
+
+
+def test_sdk_training_jobs_sync_and_async(stack):
+    import asyncio
+
+    from omniforge_sdk import AsyncClient, BadRequestError, Client
+
+    http, registry = stack
+    url = str(http.base_url).rstrip("/")
+    with Client(base_url=url) as client:
+        job = client.training.jobs.create(recipe="text-lm", dataset="hamlet", model_name="sdk-lm",
+                                          params={**PARAMS, "max_iters": 20})
+        done = client.training.jobs.wait(job.id, timeout=180, poll_s=0.5)
+        assert done.state == "succeeded" and done.result["version"] == "1"
+        assert any("registered sdk-lm:1" in line["message"] for line in client.training.jobs.logs(job.id))
+        with pytest.raises(BadRequestError, match="unknown recipe"):
+            client.training.jobs.create(recipe="nope", dataset="hamlet")
+
+    async def run():
+        async with AsyncClient(base_url=url) as client:
+            job = await client.training.jobs.create(recipe="text-lm", dataset="hamlet", model_name="sdk-async",
+                                                    params={**PARAMS, "max_iters": 20})
+            done = await client.training.jobs.wait(job.id, timeout=180, poll_s=0.5)
+            assert done.state == "succeeded"
+            assert [m["step"] for m in await client.training.jobs.metrics(job.id, name="val_loss")] == [20]
+
+    asyncio.run(run())

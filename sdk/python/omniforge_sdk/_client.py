@@ -187,6 +187,56 @@ class _AsyncModels:
         return [Model(**m) for m in response.json()["models"]]
 
 
+class _AsyncJobs:
+    """The asynchronous twin of client.training.jobs."""
+
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def create(self, *, recipe: str, dataset: str, params: dict | None = None,
+                     model_name: str | None = None, queue: str = "cpu") -> TrainingJob:
+        body = {"recipe": recipe, "dataset": dataset, "params": params or {}, "resources": {"queue": queue}}
+        if model_name:
+            body["model_name"] = model_name
+        return TrainingJob(**(await self._client._request("POST", "/training/jobs", json=body)).json())
+
+    async def retrieve(self, job_id: str) -> TrainingJob:
+        return TrainingJob(**(await self._client._request("GET", f"/training/jobs/{job_id}")).json())
+
+    async def list(self, *, state: str | None = None) -> list[TrainingJob]:
+        params = {"state": state} if state else {}
+        response = await self._client._request("GET", "/training/jobs", params=params)
+        return [TrainingJob(**j) for j in response.json()]
+
+    async def logs(self, job_id: str, *, after: int = 0) -> list[dict]:
+        response = await self._client._request("GET", f"/training/jobs/{job_id}/logs", params={"after": after})
+        return response.json()["lines"]
+
+    async def metrics(self, job_id: str, *, name: str | None = None) -> list[dict]:
+        params = {"name": name} if name else {}
+        response = await self._client._request("GET", f"/training/jobs/{job_id}/metrics", params=params)
+        return response.json()["history"]
+
+    async def cancel(self, job_id: str) -> TrainingJob:
+        return TrainingJob(**(await self._client._request("POST", f"/training/jobs/{job_id}/cancel")).json())
+
+    async def wait(self, job_id: str, *, timeout: float = 3600.0, poll_s: float = 1.0) -> TrainingJob:
+        import asyncio
+        import time
+
+        deadline = time.time() + timeout
+        while True:
+            job = await self.retrieve(job_id)
+            if job.done or time.time() > deadline:
+                return job
+            await asyncio.sleep(poll_s)
+
+
+class _AsyncTraining:
+    def __init__(self, client: "AsyncClient") -> None:
+        self.jobs = _AsyncJobs(client)
+
+
 class AsyncClient:
     """The asynchronous twin of Client."""
 
@@ -195,6 +245,7 @@ class AsyncClient:
         self.base_url = _base_url(base_url)
         self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
         self.models = _AsyncModels(self)
+        self.training = _AsyncTraining(self)
 
     async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
