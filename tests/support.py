@@ -82,3 +82,27 @@ def stop_worker(proc, sig=signal.SIGTERM):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+def build_hamlet_dataset(home: Path, *, chars: int = 120_000):
+    """A small BPE token dataset of Hamlet in 500-character documents, built by our pipeline."""
+    import json
+
+    from omniforge_training.data.dataset import build_dataset
+
+    text = shakespeare_text(chars)
+    src = home / "docs.jsonl"
+    src.write_text("\n".join(json.dumps({"text": text[i:i + 500]}) for i in range(0, len(text), 500)))
+    build_dataset([src], home / "ds", name="hamlet", tokenizer="bpe", vocab_size=512, val_fraction=0.1,
+                  language=None, log=lambda m: None)
+    return home / "ds"

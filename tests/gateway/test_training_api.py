@@ -1,11 +1,10 @@
 """/training/jobs through the gateway, with a worker on the embedded (SQLite) broker."""
-import json
 import time
 
 import httpx
 import pytest
 
-from support import Proc, free_port, shakespeare_text, wait_for
+from support import Proc, build_hamlet_dataset, free_port, wait_for
 
 PARAMS = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
               eval_interval=20, checkpoint_interval=20, threads=1)
@@ -15,17 +14,10 @@ PARAMS = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, b
 def stack(tmp_path_factory):
     from omniforge_shared.artifacts import LocalArtifactStore
     from omniforge_shared.registry import Registry
-    from omniforge_training.data.dataset import build_dataset
-
     home = tmp_path_factory.mktemp("api-home")
-    text = shakespeare_text(120_000)
-    src = home / "docs.jsonl"
-    src.write_text("\n".join(json.dumps({"text": text[i:i + 500]}) for i in range(0, len(text), 500)))
-    build_dataset([src], home / "ds", name="hamlet", tokenizer="bpe", vocab_size=512, val_fraction=0.1,
-                  language=None, log=lambda m: None)
     registry = Registry(f"sqlite:///{home / 'registry.db'}", LocalArtifactStore(home / "artifacts"))
     registry.upgrade()
-    registry.register_dataset(home / "ds", name="hamlet")
+    registry.register_dataset(build_hamlet_dataset(home), name="hamlet")
     env = {"OMNIFORGE_HOME": str(home)}
     port = free_port()
     gateway = Proc("omniforge_gateway.app", {**env, "OMNIFORGE_GATEWAY_PORT": str(port),
@@ -75,7 +67,7 @@ def test_submit_watch_and_get_a_registered_model(stack):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"recipe": "gan", "dataset": "hamlet"}, "unknown recipe 'gan'; available: ['text-lm']"),
+    ({"recipe": "gan", "dataset": "hamlet"}, "unknown recipe 'gan'; available: ['text-lm', 'text-lora']"),
     ({"recipe": "text-lm", "dataset": "nope"}, "unknown dataset 'nope'; registered datasets: ['hamlet']"),
     ({"recipe": "text-lm", "dataset": "hamlet", "params": {"n_layer": 100}},
      "params.n_layer: Input should be less than or equal to 48"),

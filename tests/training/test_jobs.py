@@ -1,29 +1,18 @@
 """Training jobs on real Celery workers (processes) with the real Redis broker."""
-import json
 import os
 import signal
 import time
 
 import pytest
 
-from support import shakespeare_text, start_worker, stop_worker, wait_for
+from support import build_hamlet_dataset, redis_answers, start_worker, stop_worker, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 TINY = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
             eval_interval=50, checkpoint_interval=20, threads=1, int8=False)
 
 
-def redis_answers() -> bool:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        return True
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not redis_answers(), reason="Redis does not answer on 127.0.0.1:6379")
+pytestmark = pytest.mark.skipif(not redis_answers(REDIS_URL), reason="Redis does not answer on 127.0.0.1:6379")
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +27,9 @@ def env(tmp_path_factory):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from omniforge_shared.registry_settings import RegistrySettings
-    from omniforge_training.data.dataset import build_dataset
 
-    text = shakespeare_text(150_000)
-    src = home / "docs.jsonl"
-    src.write_text("\n".join(json.dumps({"text": text[i:i + 500]}) for i in range(0, len(text), 500)))
-    build_dataset([src], home / "ds", name="hamlet", tokenizer="bpe", vocab_size=512, val_fraction=0.1,
-                  language=None, log=lambda m: None)
     registry = RegistrySettings().open()
-    registry.register_dataset(home / "ds", name="hamlet")
+    registry.register_dataset(build_hamlet_dataset(home, chars=150_000), name="hamlet")
     yield env, registry
     registry.close()
     for k, v in old.items():

@@ -1,10 +1,9 @@
 """The embedded broker (SQLAlchemy transport on SQLite, no server): a killed worker's job is
 re-queued by the next worker and resumes from its checkpoint."""
-import json
 import signal
 import time
 
-from support import shakespeare_text, start_worker, stop_worker, wait_for
+from support import build_hamlet_dataset, start_worker, stop_worker, wait_for
 
 TINY = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4,
             eval_interval=50, checkpoint_interval=20, threads=1, int8=False)
@@ -12,7 +11,6 @@ TINY = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, blo
 
 def test_a_killed_worker_job_comes_back_on_the_embedded_broker(tmp_path, monkeypatch):
     from omniforge_shared.registry_settings import RegistrySettings
-    from omniforge_training.data.dataset import build_dataset
     from omniforge_training.jobs.celery_app import enqueue, make_celery
     from omniforge_training.jobs.store import JobStore
 
@@ -21,13 +19,8 @@ def test_a_killed_worker_job_comes_back_on_the_embedded_broker(tmp_path, monkeyp
         monkeypatch.setenv(k, v)
     for k in ("OMNIFORGE_TRAINING_BROKER_URL", "OMNIFORGE_TRAINING_RESULT_BACKEND", "OMNIFORGE_DATABASE_URL"):
         monkeypatch.delenv(k, raising=False)
-    text = shakespeare_text(100_000)
-    src = tmp_path / "docs.jsonl"
-    src.write_text("\n".join(json.dumps({"text": text[i:i + 500]}) for i in range(0, len(text), 500)))
-    build_dataset([src], tmp_path / "ds", name="hamlet", tokenizer="bpe", vocab_size=512, val_fraction=0.1,
-                  language=None, log=lambda m: None)
     registry = RegistrySettings().open()
-    registry.register_dataset(tmp_path / "ds", name="hamlet")
+    registry.register_dataset(build_hamlet_dataset(tmp_path, chars=100_000), name="hamlet")
     store = JobStore(registry)
     job = store.create(recipe="text-lm", dataset="hamlet", params={**TINY, "max_iters": 300},
                        resources={"queue": "cpu"}, model_name="embedded", max_steps=300)

@@ -116,7 +116,7 @@ class TokenStream:
             self.provenance = {"dataset": manifest["name"], "content_hash": manifest["content_hash"],
                                "counts": manifest["counts"], "sources": manifest["sources"]}
         else:
-            from .data.dataset import sha256_file
+            from omniforge_shared.bundle import sha256_file
 
             text = _read_text(src)
             val_text = _read_text(Path(cfg.val_data)) if cfg.val_data else None

@@ -6,19 +6,9 @@ import grpc
 import pytest
 
 from omniforge_proto.v1 import common_pb2, text_pb2, text_pb2_grpc
-from support import Proc, free_port, grpc_serving, wait_for
+from support import Proc, free_port, grpc_serving, redis_answers, wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
-
-
-def redis_answers() -> bool:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture()
@@ -41,7 +31,7 @@ def test_requests_during_a_swap_see_no_error(registry_home, notify):
     home, registry = registry_home
     env = {"OMNIFORGE_HOME": str(home), "OMNIFORGE_TEXT_THREADS": "1", "OMNIFORGE_TEXT_GRACE_SECONDS": "1"}
     if notify == "redis":
-        if not redis_answers():
+        if not redis_answers(REDIS_URL):
             pytest.skip("Redis does not answer on 127.0.0.1:6379")
         from omniforge_shared.events import RedisEvents
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omniforge_shared.bundle import sha256_file
 from omniforge_shared.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 
 from .clean import CleanStats, clean_documents
@@ -21,12 +22,12 @@ from .ingest import DataError, detect_format, read_documents
 MANIFEST = "dataset.json"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def content_hash(path: Path) -> str:
+    """The dataset's identity: a hash over its token files and tokenizer."""
+    content = hashlib.sha256()
+    for fname in ("train.bin", "val.bin", "tokenizer.json"):
+        content.update(sha256_file(Path(path) / fname).encode())
+    return content.hexdigest()
 
 
 def is_val(doc: str, val_fraction: float, seed: int) -> bool:
@@ -104,9 +105,6 @@ def build_dataset(sources: list[Path], out: Path, *, name: str, tokenizer: str =
     # 4. tokenize to memory-mapped arrays
     n_train = write_tokens(out / "train.bin", encode_documents(tok, train_docs), tok.vocab_size)
     n_val = write_tokens(out / "val.bin", encode_documents(tok, val_docs), tok.vocab_size)
-    content = hashlib.sha256()
-    for fname in ("train.bin", "val.bin", "tokenizer.json"):
-        content.update(sha256_file(out / fname).encode())
     manifest = {
         "name": name,
         "format": "tokens",
@@ -119,11 +117,20 @@ def build_dataset(sources: list[Path], out: Path, *, name: str, tokenizer: str =
         "cleaning": asdict(stats),
         "split": {"method": "sha256(seed:document)", "val_fraction": val_fraction, "seed": seed},
         "sources": provenance,
-        "content_hash": content.hexdigest(),
+        "content_hash": content_hash(out),
         "build_seconds": round(time.time() - t0, 1),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     log(f"dataset {name}: {n_train} train / {n_val} val tokens, {tok.kind} vocab {tok.vocab_size}")
+    return manifest
+
+
+def verify_dataset(path: Path) -> dict:
+    """The manifest of a dataset whose files still match its content hash (else DataError)."""
+    manifest = load_dataset_manifest(path)
+    if content_hash(path) != manifest["content_hash"]:
+        raise DataError(f"dataset {path}: its files do not match the content hash in dataset.json "
+                        "(corrupt or changed); rebuild it")
     return manifest
 
 

@@ -34,7 +34,7 @@ def job_dir(job_id: str) -> Path:
 
 def resolve_dataset(registry, dataset: str) -> Path:
     """A registered dataset name (optionally `name:version`) or a path on the worker."""
-    from ..data.dataset import load_dataset_manifest
+    from ..data.dataset import verify_dataset
     from ..data.ingest import DataError
 
     name, _, version = dataset.partition(":")
@@ -46,25 +46,10 @@ def resolve_dataset(registry, dataset: str) -> Path:
         raise JobFailed(f"dataset {dataset!r} is neither a registered dataset nor a path on this worker")
     if path.is_dir():
         try:
-            manifest = load_dataset_manifest(path)
-            _check_tokens(path, manifest)
+            verify_dataset(path)
         except DataError as e:
             raise JobFailed(f"dataset {dataset!r} is unusable: {e}") from e
     return path
-
-
-def _check_tokens(path: Path, manifest: dict) -> None:
-    """A corrupt dataset (truncated or changed token files) fails the job before training."""
-    import hashlib
-
-    from ..data.dataset import sha256_file
-    from ..data.ingest import DataError
-
-    content = hashlib.sha256()
-    for fname in ("train.bin", "val.bin", "tokenizer.json"):
-        content.update(sha256_file(path / fname).encode())
-    if content.hexdigest() != manifest["content_hash"]:
-        raise DataError("its files do not match the content hash in dataset.json (corrupt or changed)")
 
 
 def _last_checkpoint_step(run_dir: Path) -> int:
