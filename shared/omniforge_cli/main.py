@@ -280,7 +280,9 @@ def train_text_cmd(
 @train_app.command("starter")
 def train_starter(data: Path = typer.Option(Path("data/starter-corpus"), help="built by `omniforge data starter`"),
                   out: Path = typer.Option(Path("runs/text-starter"), help="run folder"),
-                  max_iters: Optional[int] = typer.Option(None, help="override the recipe's step count")):
+                  max_iters: Optional[int] = typer.Option(None, help="override the recipe's step count"),
+                  package: Optional[str] = typer.Option(None, help="write the result as the committed starter, "
+                                                                   "with this version")):
     """Train the starter text model with the recipe it was trained with (resumable)."""
     from omniforge_training.data.ingest import DataError
     from omniforge_training.starter import STARTER_RECIPE
@@ -292,6 +294,11 @@ def train_starter(data: Path = typer.Option(Path("data/starter-corpus"), help="b
                              log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
         _fail(str(e))
+    if package:
+        from omniforge_training.starter import STARTER_TEXT_DIR, package_starter
+
+        package_starter(out, data, version=package)
+        err.print(f"starter written to {STARTER_TEXT_DIR}")
     print(json.dumps(summary), flush=True)
 
 

@@ -49,3 +49,35 @@ def starter_sources(workdir: Path) -> list[Path]:
 # the committed starter text model: fp16 safetensors, config, tokenizer and its training manifest
 STARTER_TEXT_DIR = Path(__file__).parent / "text"
 STARTER_TEXT_NAME = "text-starter"
+
+
+def package_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_TEXT_DIR) -> dict:
+    """Writes a trained starter run as the committed starter: fp16 safetensors, config, tokenizer
+    and a manifest with the data hashes, val loss, tokens seen, wall time and hardware."""
+    import shutil
+
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..data.dataset import load_dataset_manifest
+    from ..export_onnx import load_trained
+
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, config = load_trained(run_dir)
+    save_weights(out / "model.safetensors", model, dtype=torch.float16)
+    for fname in ("config.json", "tokenizer.json", "summary.json"):
+        shutil.copy2(run_dir / fname, out / fname)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    data = load_dataset_manifest(dataset_dir)
+    manifest = {
+        "name": STARTER_TEXT_NAME, "version": version,
+        "config": config["model"], "recipe": {**STARTER_CORPUS, **STARTER_RECIPE},
+        "data": {"dataset": data["name"], "content_hash": data["content_hash"], "counts": data["counts"],
+                 "sources": data["sources"], "cleaning": data["cleaning"]},
+        "metrics": {k: summary[k] for k in ("val_loss", "val_perplexity", "train_loss")},
+        "tokens_seen": summary["tokens_seen"], "wall_s": summary["wall_s"], "hardware": summary["hardware"],
+        "params": summary["params"], "weights_dtype": "float16",
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest

