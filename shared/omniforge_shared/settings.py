@@ -36,6 +36,18 @@ def load_settings(cls: type[S], **overrides) -> S:
         lines = []
         for err in e.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            value = err.get("input")
-            lines.append(f"{prefix}{field.upper()}={value!r}: {err['msg']}")
+            lines.append(f"{_env_name(cls, field, prefix)}={err.get('input')!r}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _env_name(cls, field: str, prefix: str) -> str:
+    """The environment variable a field is read from (its alias when it has one)."""
+    from pydantic import AliasChoices
+
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names = [a for a in alias.choices if isinstance(a, str)]
+            if field in names or field == name:
+                return names[0]
+    return f"{prefix}{field.upper()}"
