@@ -81,6 +81,7 @@ class TextEngine:
         self._cache: list[np.ndarray] = []
         self._mask = np.zeros((0, 0), np.int64)
         self._wake = threading.Event()
+        self._submit_lock = threading.Lock()
         self._stopping = False
         self._retire_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="text-engine", daemon=True)
@@ -122,7 +123,10 @@ class TextEngine:
         seq = Sequence(prompt_ids=prompt_ids, params=params, loop=loop, out=asyncio.Queue(),
                        rng=np.random.default_rng(params.seed), decoder=IncrementalDecoder(self.tokenizer),
                        ids=list(prompt_ids))
-        self._waiting.put(seq)
+        with self._submit_lock:   # never enqueue behind the scheduler's last drain
+            if self._stopping:
+                raise EngineStopped("engine is shutting down")
+            self._waiting.put(seq)
         self._wake.set()
         try:
             while True:
@@ -173,8 +177,11 @@ class TextEngine:
         while not self._stopping:
             if not self._running and self._waiting.empty():
                 if self._retire_at is not None and time.monotonic() - self._retire_at > 1.0:
-                    self._stopping = True
-                    break
+                    with self._submit_lock:
+                        if self._waiting.empty():
+                            self._stopping = True
+                            break
+                    continue
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
@@ -185,7 +192,10 @@ class TextEngine:
                 for seq in self._running + self._drain_waiting():
                     seq.emit(e)
                 self._reset()
-        for seq in self._running + self._drain_waiting():
+        with self._submit_lock:
+            self._stopping = True
+            leftovers = self._running + self._drain_waiting()
+        for seq in leftovers:
             seq.emit(EngineStopped("engine is shutting down"))
 
     def _drain_waiting(self) -> list[Sequence]:
