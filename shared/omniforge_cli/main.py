@@ -216,20 +216,9 @@ def bootstrap(force: bool = typer.Option(False, help="re-export even if already 
     bundle = export_bundle(STARTER_TEXT_DIR, out, name=STARTER_TEXT_NAME, version=version, int8=True,
                            log=console.print)
     if existing and force:
-        registry.store.delete(existing[0].artifact_key)
-        _drop_version(registry, STARTER_TEXT_NAME, version)
+        registry.delete_version(STARTER_TEXT_NAME, version)
     info = registry.register_bundle(bundle.path, stage="production")
     console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
-
-
-def _drop_version(registry, name: str, version: str) -> None:
-    from sqlalchemy import delete, select
-
-    from omniforge_shared.registry import Model, ModelVersion
-
-    with registry.sessions.begin() as s:
-        model_id = s.scalar(select(Model.id).where(Model.name == name))
-        s.execute(delete(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.version == version))
 
 
 # ---- training and export ---------------------------------------------------------------------

@@ -100,3 +100,11 @@ def test_datasets_are_registered_once_per_content(registry, tmp_path):
     b = registry.register_dataset(ds, name="corpus")
     assert (a.version, b.version) == ("1", "1")
     assert registry.dataset_path("corpus").joinpath("dataset.json").exists()
+
+
+def test_delete_version_removes_row_and_files(registry, tmp_path):
+    info = registry.register_bundle(bundle_dir(tmp_path))
+    path = registry.store.local_path(info.artifact_key)
+    assert path.exists()
+    registry.delete_version("m", "1")
+    assert registry.list_versions("m") == [] and not path.exists()

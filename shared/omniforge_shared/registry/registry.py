@@ -133,6 +133,14 @@ class Registry:
                 logging.getLogger(__name__).exception("stage-change notification failed")
         return self._find(name, version)
 
+    def delete_version(self, name: str, version: str) -> None:
+        """Removes a version's row and its files (e.g. to re-register a rebuilt starter)."""
+        with self.sessions.begin() as s:
+            mv = self._get(s, name, version)
+            key = mv.artifact_key
+            s.delete(mv)
+        self.store.delete(key)
+
     def get(self, name: str, version: str | None = None) -> VersionInfo:
         """A version by number, or the production one (else the newest) when version is None."""
         with self.sessions() as s:
