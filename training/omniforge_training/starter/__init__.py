@@ -66,8 +66,11 @@ def package_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_trained(run_dir)
     save_weights(out / "model.safetensors", model, dtype=torch.float16)
-    for fname in ("config.json", "tokenizer.json", "summary.json"):
+    for fname in ("tokenizer.json", "summary.json"):
         shutil.copy2(run_dir / fname, out / fname)
+    # the run's folders are where the packager trained it, not where a user's copy lies
+    config["train"].update(data="data/starter-corpus", out="runs/text-starter")
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     summary = json.loads((run_dir / "summary.json").read_text())
     data = load_dataset_manifest(dataset_dir)
     manifest = {
