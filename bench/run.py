@@ -67,7 +67,7 @@ def bench_decode(new_tokens: int = 128, prompt_tokens: int = 16, repeats: int = 
                                     n_embd=cfg["n_embd"], n_layer=cfg["n_layer"], n_head=cfg["n_head"])).eval()
     rng = np.random.default_rng(0)
     prompts = [tokenizer.decode(rng.integers(0, 256, prompt_tokens).tolist()) for _ in range(8)]
-    params = SamplingParams(max_tokens=new_tokens, temperature=0.0)
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
 
     async def ours(batch: int) -> float:
         async def one(p):

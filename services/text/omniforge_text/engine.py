@@ -271,7 +271,7 @@ class TextEngine:
         for seq, row, logits in zip(seqs, rows, last_logits):
             token = sample_token(logits, seq.params, seq.rng, np.array(seq.ids, np.int64))
             seq.ids.append(token)
-            if token == self.tokenizer.eos_id:
+            if token == self.tokenizer.eos_id and not seq.params.ignore_eos:
                 seq.finish_reason = "stop"
             else:
                 seq.text += seq.decoder.push(token)

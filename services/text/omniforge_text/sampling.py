@@ -16,6 +16,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    ignore_eos: bool = False            # keep going past the end-of-text token (benchmarks)
 
     def problems(self, *, max_tokens_limit: int) -> list[str]:
         """What is wrong with these parameters, each phrased as what to send instead."""
