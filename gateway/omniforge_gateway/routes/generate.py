@@ -7,13 +7,13 @@ import time
 
 import grpc
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from omniforge_proto.v1 import common_pb2, text_pb2
 
 from ..deps import MetricsDep, SettingsDep, TextDep
 from ..errors import ApiError, from_grpc
-from ..schemas import GenerateRequest, GenerateResponse, Usage
+from ..schemas import GenerateRequest, GenerateResponse
 
 router = APIRouter(tags=["text"])
 
@@ -53,23 +53,34 @@ async def generate(body: GenerateRequest, request: Request, text: TextDep, setti
     if body.stream:
         return await _stream(req, text, settings, metrics, model)
     call = text.stub.Generate(req, timeout=settings.request_timeout_s)
+    try:
+        reply = await _unless_disconnected(call, request)
+    except grpc.aio.AioRpcError as e:
+        raise from_grpc(e, service="text", retry_after_s=settings.retry_after_s) from None
+    metrics.tokens.labels(model).inc(reply.usage.completion_tokens)
+    # built by hand: the reply is already well-formed, so no second validation pass
+    return JSONResponse({"text": reply.text, "finish_reason": reply.finish_reason, "model": reply.model,
+                         "model_version": reply.model_version,
+                         "usage": {"prompt_tokens": reply.usage.prompt_tokens,
+                                   "completion_tokens": reply.usage.completion_tokens}})
+
+
+async def _unless_disconnected(call, request: Request, *, grace_s: float = 0.05):
+    """The call's reply; a client that disconnects cancels the call. Short calls finish within
+    `grace_s` and never pay for the disconnect watcher."""
     reply_task = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait({reply_task}, timeout=grace_s)
+    if done:
+        return reply_task.result()
     watcher = asyncio.ensure_future(_until_disconnect(request))
     try:
         done, _ = await asyncio.wait({reply_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if reply_task not in done:   # the client went away: cancel the generation
             call.cancel()
             raise ApiError(499, "cancelled", "client closed the request")
-        reply = reply_task.result()
-    except grpc.aio.AioRpcError as e:
-        raise from_grpc(e, service="text", retry_after_s=settings.retry_after_s) from None
+        return reply_task.result()
     finally:
         watcher.cancel()
-    metrics.tokens.labels(model).inc(reply.usage.completion_tokens)
-    return GenerateResponse(text=reply.text, finish_reason=reply.finish_reason, model=reply.model,
-                            model_version=reply.model_version,
-                            usage=Usage(prompt_tokens=reply.usage.prompt_tokens,
-                                        completion_tokens=reply.usage.completion_tokens))
 
 
 async def _stream(req, text, settings, metrics, model: str) -> StreamingResponse:
