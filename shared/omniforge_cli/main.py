@@ -44,7 +44,7 @@ def _fail(message: str, code: int = 1):
 @app.command()
 def up(detach: bool = typer.Option(False, "--detach", "-d", help="return once /readyz is green"),
        timeout: float = typer.Option(180.0, help="seconds to wait for readiness")):
-    """Start the whole local stack (text service + gateway)."""
+    """Start the whole local stack (text service, gateway, training worker)."""
     from . import stack
 
     running = [p for p in stack.recorded() if p.alive()]
