@@ -57,7 +57,6 @@ class Sequence:
     sent: int = 0                                    # characters of `text` already handed out
     cancelled: bool = False
     finish_reason: str = ""
-    submitted_at: float = field(default_factory=time.perf_counter)
 
     @property
     def generated(self) -> int:
@@ -166,10 +165,6 @@ class TextEngine:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-
-    @property
-    def load(self) -> int:
-        return len(self._running) + self._waiting.qsize()
 
     # ---- the scheduler thread ------------------------------------------------------------
 

@@ -6,7 +6,7 @@ progress, whether to stop) and returns where its trained run lies.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +29,6 @@ class RecipeResult:
     run_dir: Path
     summary: dict
     stopped: bool
-    history: list[dict] = field(default_factory=list)
     finish_bundle: Callable[[Path], None] | None = None   # adds recipe-specific files after export
 
 
