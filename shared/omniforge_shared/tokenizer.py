@@ -117,18 +117,19 @@ class IncrementalDecoder:
 
     Byte-level BPE can split one character over several tokens; decoding those alone gives
     U+FFFD, so a piece is released only once it no longer ends in a replacement character.
+    Only the tokens since the last released piece are decoded, so each step costs the same
+    however long the text grows.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.ids: list[int] = []
-        self.text = ""
+        self._start = 0          # ids[_start:] are not yet released as text
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        full = self.tokenizer.decode(self.ids)
-        if full.endswith("\ufffd") and self.tokenizer.kind == "bpe":
+        piece = self.tokenizer.decode(self.ids[self._start:])
+        if piece.endswith("\ufffd") and self.tokenizer.kind == "bpe":
             return ""
-        piece = full[len(self.text):]
-        self.text = full
+        self._start = len(self.ids)
         return piece

@@ -28,3 +28,14 @@ def test_incremental_decoding_never_splits_a_character():
     pieces = [dec.push(i) for i in ids]
     assert "".join(pieces) == "🙂 東京 🙂"
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_incremental_pieces_add_up_to_the_whole_decode():
+    tok = train_tokenizer("bpe", [TEXT], vocab_size=300)
+    text = ("Naïve café owners in 東京 said: “To be, or not to be” 🙂 — then left.\n" * 8)
+    ids = tok.encode(text)
+    dec = IncrementalDecoder(tok)
+    assert "".join(dec.push(i) for i in ids) == tok.decode(ids) == text
+    char = CharTokenizer.train([text])
+    dec = IncrementalDecoder(char)
+    assert "".join(dec.push(i) for i in char.encode(text)) == text

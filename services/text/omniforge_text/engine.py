@@ -62,8 +62,11 @@ class Sequence:
     def generated(self) -> int:
         return len(self.ids) - len(self.prompt_ids)
 
-    def emit(self, piece: Piece) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, piece)
+    def emit(self, piece) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, piece)
+        except RuntimeError:  # the caller's event loop is gone
+            self.cancelled = True
 
 
 class TextEngine:
@@ -262,9 +265,10 @@ class TextEngine:
 
     def _advance(self, seqs: list[Sequence], last_logits: np.ndarray, rows) -> None:
         """Samples one token per sequence, emits its text, retires finished sequences."""
-        finished = []
+        finished, out = [], []
         for seq, row, logits in zip(seqs, rows, last_logits):
-            token = sample_token(logits, seq.params, seq.rng, np.array(seq.ids, np.int64))
+            seen = np.array(seq.ids, np.int64) if seq.params.repetition_penalty != 1.0 else None
+            token = sample_token(logits, seq.params, seq.rng, seen)
             seq.ids.append(token)
             if token == self.tokenizer.eos_id and not seq.params.ignore_eos:
                 seq.finish_reason = "stop"
@@ -273,9 +277,12 @@ class TextEngine:
                 self._check_stop(seq)
             if not seq.finish_reason and seq.generated >= seq.params.max_tokens:
                 seq.finish_reason = "length"
-            self._emit(seq)
+            piece = self._piece(seq)
+            if piece is not None:
+                out.append((seq, piece))
             if seq.finish_reason:
                 finished.append(row)
+        _deliver(out)
         if finished:
             self._remove(set(finished))
 
@@ -286,16 +293,18 @@ class TextEngine:
                 seq.text = seq.text[:at]
                 seq.finish_reason = "stop"
 
-    def _emit(self, seq: Sequence) -> None:
+    def _piece(self, seq: Sequence) -> Piece | None:
+        """The text decoded since the last piece, or None when there is nothing to hand out yet."""
         if seq.finish_reason:
             upto = len(seq.text)
         else:
             # hold back a tail that could still become a stop sequence
             upto = len(seq.text) - _longest_stop_prefix(seq.text, seq.params.stop)
         piece = seq.text[seq.sent:upto]
-        if piece or seq.finish_reason:
-            seq.sent = max(seq.sent, upto)
-            seq.emit(Piece(piece, seq.finish_reason, len(seq.prompt_ids), seq.generated))
+        if not piece and not seq.finish_reason:
+            return None
+        seq.sent = max(seq.sent, upto)
+        return Piece(piece, seq.finish_reason, len(seq.prompt_ids), seq.generated)
 
     def _drop_cancelled(self) -> None:
         gone = {i for i, s in enumerate(self._running) if s.cancelled}
@@ -315,6 +324,25 @@ class TextEngine:
         first = int(np.argmax(self._mask.any(axis=0)))
         self._mask = self._mask[:, first:]
         self._cache = [c[idx, :, first:] for c in self._cache]
+
+
+def _deliver(pieces: list[tuple[Sequence, Piece]]) -> None:
+    """Hands a step's pieces to their event loops: one wake-up per loop, not one per sequence."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for seq, piece in pieces:
+        by_loop.setdefault(seq.loop, []).append((seq.out, piece))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, items)
+        except RuntimeError:  # the caller's event loop is gone: nobody waits for these any more
+            for seq, _ in pieces:
+                if seq.loop is loop:
+                    seq.cancelled = True
+
+
+def _put_all(items) -> None:
+    for out, piece in items:
+        out.put_nowait(piece)
 
 
 def _left_pad(cache: list[np.ndarray], mask: np.ndarray, width: int):
