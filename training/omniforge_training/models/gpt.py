@@ -49,6 +49,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.n_embd = config.n_embd
+        self.scale = 1.0 / math.sqrt(config.head_size)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
@@ -71,7 +72,12 @@ class CausalSelfAttention(nn.Module):
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+            # decoding with a cache (and the exported graph): attention written out so the
+            # scale applies to q only and the key transpose fuses into the matmul; exported
+            # SDPA would scale and transpose the whole key cache at every step
+            att = (q * self.scale) @ k.transpose(-2, -1)                      # (B, nh, T, P + T)
+            att = att.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
+            y = att @ v                                                       # (B, nh, T, hs)
         # (B, nh, T, hs) -> (B, T, C)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), (k, v)
@@ -178,7 +184,9 @@ class GPT(nn.Module):
             k_pos = torch.arange(S, device=idx.device).unsqueeze(0)       # (1, S)
             causal = k_pos <= q_pos                                        # (T, S)
             keep = attention_mask.bool()[:, None, None, :]                 # (B, 1, 1, S)
-            attn_mask = causal[None, None] & keep                          # (B, 1, T, S)
+            # every query also sees itself, so a padding position never has an all-masked
+            # row (whose softmax is NaN); real tokens never attend to padding either way
+            attn_mask = (causal[None, None] & keep) | (k_pos == q_pos)[None, None]   # (B, 1, T, S)
         x = self.transformer.wte(idx)
         rotary = None
         if self.config.rope:
