@@ -234,8 +234,7 @@ class _MetricsRecorder:
             pass
 
     def report(self, step: int, total: int, eta: float | None, metrics: dict) -> None:
-        self.store.update(self.job_id, max_steps=total)
-        self.store.progress(self.job_id, step=step, eta_s=eta, metrics=metrics)
+        self.store.progress(self.job_id, step=step, eta_s=eta, metrics=metrics, max_steps=total)
         new = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as f:
             w = csv.writer(f)

@@ -125,11 +125,14 @@ class JobStore:
         with self.sessions() as s:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
-    def progress(self, job_id: str, *, step: int, eta_s: float | None, metrics: dict[str, float]) -> None:
+    def progress(self, job_id: str, *, step: int, eta_s: float | None, metrics: dict[str, float],
+                 max_steps: int | None = None) -> None:
         """Records a step: the latest metrics on the job, and each metric's history."""
         with self.sessions.begin() as s:
             job = s.get(Job, job_id)
             job.step, job.eta_s = step, eta_s
+            if max_steps is not None:
+                job.max_steps = max_steps
             if metrics:
                 job.metrics = {**(job.metrics or {}), **metrics}
                 s.add_all(JobMetric(job_id=job_id, step=step, name=k, value=float(v)) for k, v in metrics.items())
