@@ -1,8 +1,17 @@
 """Exports a trained GPT to an ONNX decoder graph with a KV cache, checks it, and bundles it.
 
-Graph inputs: input_ids (B, T), position_ids (B, T), attention_mask (B, P + T) and
-past_key_values.{i}.key/value (B, nh, P, hs); outputs: logits (B, T, V) and
-present.{i}.key/value (B, nh, P + T, hs). Batch, T and P are dynamic; P may be 0.
+The graph is written op by op from the weights rather than traced: attention is
+onnxruntime's fused `com.microsoft.GroupQueryAttention` (rotary embedding inside, causal,
+per-row lengths), so one graph serves batched right-padded prefills and decode steps, and
+its cache can be bound in place (past and present the same buffer: nothing is copied per
+step). Interface (`DecoderBackend` in omniforge_shared.backends.base):
+
+  inputs   input_ids (B, S) int64; lengths (B,) int32 = each row's length after this step;
+           past_key_values.{i}.key/value (B, nh, P, hs)
+  outputs  logits (B, S, V); present.{i}.key/value (B, nh, P', hs)
+
+P is the cache's capacity when bound in place (P' == P), else the longest row's past length
+(P' = max(lengths)).
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omniforge_shared.backends.base import GRAPH_FORMAT, DecoderSpec, KVCache
 from omniforge_shared.bundle import Bundle, write_bundle
 from omniforge_shared.tokenizer import load_tokenizer
 
@@ -23,26 +33,13 @@ from .checkpoint import load_weights
 from .models.gpt import GPT, GPTConfig
 
 PARITY_TOLERANCE = 1e-3
-
-
-class DecoderWithCache(torch.nn.Module):
-    """Flattens the cache into named tensors, the form an ONNX graph takes."""
-
-    def __init__(self, model: GPT) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, position_ids, attention_mask, *past):
-        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits, _, presents = self.model(input_ids, position_ids=position_ids,
-                                         past_key_values=pairs, attention_mask=attention_mask)
-        return (logits, *[t for kv in presents for t in kv])
+OPSET = 17
 
 
 def io_names(n_layer: int) -> tuple[list[str], list[str]]:
     past = [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
-    return ["input_ids", "position_ids", "attention_mask", *past], ["logits", *present]
+    return ["input_ids", "lengths", *past], ["logits", *present]
 
 
 def load_trained(run_dir: Path) -> tuple[GPT, dict]:
@@ -54,23 +51,108 @@ def load_trained(run_dir: Path) -> tuple[GPT, dict]:
     return model.eval(), config
 
 
-def export_graph(model: GPT, path: Path, *, opset: int = 17) -> None:
+class _GraphBuilder:
+    def __init__(self) -> None:
+        self.nodes, self.initializers = [], []
+
+    def const(self, name: str, value) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], output: str | list[str], domain: str = "", **attrs):
+        from onnx import helper
+
+        outputs = [output] if isinstance(output, str) else output
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, domain=domain, **attrs))
+        return output
+
+
+def build_graph(model: GPT):
+    """The decoder as an onnx.ModelProto, from the model's weights."""
+    from onnx import TensorProto, helper
+
     cfg = model.config
+    nh, hs, C, V = cfg.n_head, cfg.head_size, cfg.n_embd, cfg.vocab_size
+    w = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    g = _GraphBuilder()
+
+    def linear(x: str, prefix: str, out: str) -> str:
+        y = g.op("MatMul", [x, g.const(prefix + ".weight", w[prefix + ".weight"].T)], out + "_mm")
+        if prefix + ".bias" not in w:
+            return g.op("Identity", [y], out)
+        return g.op("Add", [y, g.const(prefix + ".bias", w[prefix + ".bias"])], out)
+
+    def norm(x: str, prefix: str, out: str) -> str:
+        inputs = [x, g.const(prefix + ".weight", w[prefix + ".weight"])]
+        if prefix + ".bias" in w:
+            inputs.append(g.const(prefix + ".bias", w[prefix + ".bias"]))
+        return g.op("LayerNormalization", inputs, out, axis=-1, epsilon=1e-5)
+
+    # the attention op's lengths: seqlens_k = length - 1 per row, total = the longest row
+    lengths = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)
+    seqlens_k = g.op("Sub", [lengths, g.const("one_i32", np.array(1, np.int32))], "seqlens_k")
+    total = g.op("ReduceMax", [lengths], "total_sequence_length", keepdims=0)
+    x = g.op("Gather", [g.const("wte", w["transformer.wte.weight"]), "input_ids"], "embeddings")
+    # the attention op rotates q and k itself when the head size is a multiple of 16
+    fused_rotary = cfg.rope and hs % 16 == 0
+    if cfg.rope:
+        angles = np.arange(cfg.block_size)[:, None] / (cfg.rope_base ** (np.arange(0, hs, 2) / hs))[None]
+        rotary = [g.const("rotary_cos", np.cos(angles).astype(np.float32)),
+                  g.const("rotary_sin", np.sin(angles).astype(np.float32))]
+    if not fused_rotary:
+        # positions (B, S): a prefill starts at 0; a decode step's token sits at length - 1
+        S = g.op("Gather", [g.op("Shape", ["input_ids"], "ids_shape"), g.const("one_i64", np.array(1, np.int64))],
+                 "S")
+        steps = g.op("Range", [g.const("zero_i64", np.array(0, np.int64)), S, "one_i64"], "steps")
+        is_decode = g.op("Equal", [S, "one_i64"], "is_decode")
+        offset = g.op("Where", [is_decode, g.op("Cast", [seqlens_k], "seqlens_i64", to=TensorProto.INT64),
+                                g.const("zeros_b", np.array([0], np.int64))], "offset")
+        positions = g.op("Add", [g.op("Unsqueeze", [offset, "one_i64"], "offset_col"), steps], "positions")
+    if not cfg.rope:
+        x = g.op("Add", [x, g.op("Gather", [g.const("wpe", w["transformer.wpe.weight"]), positions], "pos_emb")],
+                 "embeddings_pos")
+    for i in range(cfg.n_layer):
+        p = f"transformer.h.{i}"
+        qkv = linear(norm(x, f"{p}.ln_1", f"ln1_{i}"), f"{p}.attn.c_attn", f"qkv_{i}")
+        if fused_rotary:
+            qkv_inputs = [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens_k, total,
+                          *rotary]
+        else:
+            q, k, v = g.op("Split", [qkv], [f"q_{i}", f"k_{i}", f"v_{i}"], axis=-1)
+            if cfg.rope:
+                q, k = (g.op("RotaryEmbedding", [t, positions, *rotary], f"{t}_rot", domain="com.microsoft",
+                             num_heads=nh, interleaved=0) for t in (q, k))
+            qkv_inputs = [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens_k, total]
+        att = g.op("GroupQueryAttention", qkv_inputs,
+                   [f"attn_{i}", f"present.{i}.key", f"present.{i}.value"], domain="com.microsoft",
+                   num_heads=nh, kv_num_heads=nh, do_rotary=int(fused_rotary), rotary_interleaved=0)[0]
+        x = g.op("Add", [x, linear(att, f"{p}.attn.c_proj", f"attn_out_{i}")], f"resid_attn_{i}")
+        h = linear(norm(x, f"{p}.ln_2", f"ln2_{i}"), f"{p}.mlp.c_fc", f"fc_{i}")
+        h = g.op("Gelu", [h], f"gelu_{i}", domain="com.microsoft")
+        x = g.op("Add", [x, linear(h, f"{p}.mlp.c_proj", f"mlp_out_{i}")], f"resid_mlp_{i}")
+    x = norm(x, "transformer.ln_f", "ln_f")
+    g.op("MatMul", [x, g.const("lm_head", w["lm_head.weight"].T)], "logits")
+
     inputs, outputs = io_names(cfg.n_layer)
-    B, T, P = 2, 3, 4
-    past = [torch.zeros(B, cfg.n_head, P, cfg.head_size) for _ in range(2 * cfg.n_layer)]
-    args = (torch.zeros(B, T, dtype=torch.long), torch.arange(P, P + T).repeat(B, 1),
-            torch.ones(B, P + T, dtype=torch.long), *past)
-    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "position_ids": {0: "batch", 1: "sequence"},
-               "attention_mask": {0: "batch", 1: "total_sequence"}, "logits": {0: "batch", 1: "sequence"}}
-    for name in inputs[3:]:
-        dynamic[name] = {0: "batch", 2: "past_sequence"}
-    for name in outputs[1:]:
-        dynamic[name] = {0: "batch", 2: "total_sequence"}
-    with torch.no_grad():
-        torch.onnx.export(DecoderWithCache(model), args, str(path), input_names=inputs,
-                          output_names=outputs, dynamic_axes=dynamic, opset_version=opset,
-                          dynamo=False)
+    cache = lambda name, length: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", nh, length, hs])
+    graph = helper.make_graph(
+        g.nodes, "omniforge-decoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]),
+         *[cache(n, "past_sequence") for n in inputs[2:]]],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", V]),
+         *[cache(n, "present_sequence") for n in outputs[1:]]],
+        g.initializers)
+    return helper.make_model(graph, producer_name="omniforge",
+                             opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+
+
+def export_graph(model: GPT, path: Path) -> None:
+    import onnx
+
+    onnx.save(build_graph(model), str(path))
 
 
 def _ort_session(path: Path, threads: int = 0):
@@ -82,34 +164,42 @@ def _ort_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def check_parity(model: GPT, onnx_path: Path, *, seed: int = 0) -> float:
-    """Max |logit difference| between torch and onnxruntime over a padded prefill and 4 cached steps."""
+def _spec(cfg: GPTConfig) -> DecoderSpec:
+    return DecoderSpec(n_layer=cfg.n_layer, n_head=cfg.n_head, head_size=cfg.head_size,
+                       vocab_size=cfg.vocab_size, context_length=cfg.block_size)
+
+
+def check_parity(model: GPT, onnx_path: Path, *, seed: int = 0, steps: int = 4) -> float:
+    """Max |logit difference| between torch and the graph as served (cache bound in place):
+    a batched prefill of prompts of different lengths, then `steps` decode steps."""
+    from omniforge_shared.backends.onnxruntime_backend import OnnxDecoder
+
     cfg = model.config
     rng = np.random.default_rng(seed)
-    sess = _ort_session(onnx_path)
-    B, T = 2, min(8, cfg.block_size - 4)
-    ids = rng.integers(0, cfg.vocab_size, (B, T))
-    mask = np.ones((B, T), dtype=np.int64)
-    mask[1, :3] = 0                                   # row 1 is left-padded by 3
-    pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-    past = [np.zeros((B, cfg.n_head, 0, cfg.head_size), np.float32) for _ in range(2 * cfg.n_layer)]
-    inputs, _ = io_names(cfg.n_layer)
+    decoder = OnnxDecoder(onnx_path, _spec(cfg))
+    cache = KVCache(decoder.spec, 3)
+    T = min(8, cfg.block_size - steps)
+    rows = [list(rng.integers(0, cfg.vocab_size, n)) for n in (T, max(1, T - 3), max(1, T - 5))]
+    lengths = np.array([len(r) for r in rows], np.int32)
+    ids = np.zeros((len(rows), T), np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+    logits = decoder.forward(ids, lengths, cache, 0)
     worst = 0.0
-    torch_past = None
-    for step in range(5):
-        feed = dict(zip(inputs, [ids, pos, mask, *past]))
-        ort_out = sess.run(None, feed)
+    for step in range(steps + 1):
         with torch.no_grad():
-            logits, _, presents = model(torch.from_numpy(ids), position_ids=torch.from_numpy(pos),
-                                        past_key_values=torch_past, attention_mask=torch.from_numpy(mask))
-        real = mask[:, -ids.shape[1]:].astype(bool)   # padded positions' logits are never used
-        worst = max(worst, float(np.abs(ort_out[0] - logits.numpy())[real].max()))
-        torch_past = presents
-        past = ort_out[1:]
-        # 2. the next step feeds one token per row
-        ids = ort_out[0][:, -1].argmax(-1)[:, None]
-        pos = pos[:, -1:] + 1
-        mask = np.concatenate([mask, np.ones((B, 1), np.int64)], axis=1)
+            for i, r in enumerate(rows):
+                ref = model(torch.tensor([r]))[0][0].numpy()
+                got = logits[i, :len(r)] if step == 0 else logits[i, :1]
+                want = ref if step == 0 else ref[-1:]
+                worst = max(worst, float(np.abs(got - want).max()))
+        if step == steps:
+            break
+        nxt = logits[np.arange(len(rows)), (lengths - 1) if step == 0 else 0].argmax(-1)
+        for r, t in zip(rows, nxt):
+            r.append(int(t))
+        lengths = lengths + 1
+        logits = decoder.forward(nxt[:, None].astype(np.int64), lengths, cache, 0)
     return worst
 
 
@@ -126,7 +216,7 @@ def onnx_perplexity(onnx_path: Path, tokens: np.ndarray, *, block_size: int, n_l
         x = x[:, :len(y)]
         T = x.shape[1]
         past = [np.zeros((1, n_head, 0, head_size), np.float32) for _ in range(2 * n_layer)]
-        logits = sess.run(["logits"], dict(zip(inputs, [x, np.arange(T)[None], np.ones((1, T), np.int64), *past])))[0][0]
+        logits = sess.run(["logits"], dict(zip(inputs, [x, np.array([T], np.int32), *past])))[0][0]
         logits = logits - logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         nll -= float(logp[np.arange(T), y].sum())
@@ -137,7 +227,11 @@ def onnx_perplexity(onnx_path: Path, tokens: np.ndarray, *, block_size: int, n_l
 def quantize_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    from onnx import TensorProto
+
+    # shape inference cannot see through the com.microsoft attention op; its outputs are float
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
 def code_version() -> str:
@@ -192,7 +286,7 @@ def export_bundle(run_dir: Path, out: Path, *, name: str, version: str, int8: bo
         files=files,
         tokenizer={"kind": tokenizer.kind, "file": "tokenizer.json", "vocab_size": tokenizer.vocab_size,
                    "eos_id": tokenizer.eos_id},
-        graph={"inputs": inputs, "outputs": outputs, "context_length": cfg.block_size,
+        graph={"format": GRAPH_FORMAT, "inputs": inputs, "outputs": outputs, "context_length": cfg.block_size,
                "n_layer": cfg.n_layer, "n_head": cfg.n_head, "head_size": cfg.head_size},
         metrics=metrics,
         training={k: summary[k] for k in ("tokens_seen", "wall_s", "hardware", "iters", "tokens_per_s")

@@ -1,43 +1,65 @@
-"""TensorRT engines from the ONNX decoder graph, on GPU workers that have TensorRT."""
+"""TensorRT engines for the ONNX decoder graph, on GPU workers whose onnxruntime has TensorRT.
+
+The graph's attention is onnxruntime's com.microsoft.GroupQueryAttention, which the bare
+TensorRT ONNX parser does not know. So the engine is built through onnxruntime's TensorRT
+execution provider: TensorRT takes every subgraph it supports, the attention runs in the CUDA
+provider, and the result is saved as an "EP context" model (`model.trt.onnx`) that embeds the
+serialized engines, so serving loads it without rebuilding.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 
-def build_engine(onnx_path: Path, plan_path: Path, *, max_batch: int = 16, max_seq: int = 256,
+from omniforge_shared.backends.base import DecoderSpec, KVCache
+
+
+def tensorrt_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "TensorrtExecutionProvider" in ort.get_available_providers()
+
+
+def _profile(spec: DecoderSpec, batch: int, sequence: int) -> str:
+    shapes = [f"input_ids:{batch}x{sequence}", f"lengths:{batch}"]
+    shapes += [f"past_key_values.{i}.{kv}:{batch}x{spec.n_head}x{spec.context_length}x{spec.head_size}"
+               for i in range(spec.n_layer) for kv in ("key", "value")]
+    return ",".join(shapes)
+
+
+def build_engine(onnx_path: Path, out_path: Path, spec: DecoderSpec, *, max_batch: int = 16,
                  fp16: bool = True, log=print) -> Path:
-    """Builds a serialized engine with one optimisation profile covering decode and prefill shapes."""
-    import onnx
-    import tensorrt as trt
+    """Builds engines covering batch 1..max_batch, prefill and decode shapes, with the cache
+    bound in place (past capacity = the context), and writes the EP context model."""
+    import onnxruntime as ort
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    if fp16 and builder.platform_has_fast_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    graph = onnx.load(str(onnx_path), load_external_data=False)
-    for inp in graph.graph.input:
-        name = inp.name
-        if name in ("input_ids", "position_ids"):
-            shapes = (1, 1), (max_batch // 2, 1), (max_batch, max_seq)
-        elif name == "attention_mask":
-            shapes = (1, 1), (max_batch // 2, max_seq // 2), (max_batch, max_seq)
-        else:  # past_key_values.{i}.key/value: (B, nh, P, hs)
-            dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-            nh, hs = dims[1], dims[3]
-            shapes = (1, nh, 0, hs), (max_batch // 2, nh, max_seq // 2, hs), (max_batch, nh, max_seq, hs)
-        profile.set_shape(name, *shapes)
-    config.add_optimization_profile(profile)
-    engine = builder.build_serialized_network(network, config)
-    if engine is None:
-        raise RuntimeError("TensorRT failed to build the engine")
-    Path(plan_path).write_bytes(bytes(engine))
-    log(f"TensorRT engine written to {plan_path} ({'fp16' if fp16 else 'fp32'}, batch <= {max_batch}, "
-        f"sequence <= {max_seq})")
-    return Path(plan_path)
+    if not tensorrt_available():
+        raise RuntimeError("onnxruntime here has no TensorrtExecutionProvider: install onnxruntime-gpu with "
+                           "TensorRT on a CUDA worker")
+    out_path = Path(out_path)
+    options = {
+        "trt_fp16_enable": fp16,
+        "trt_profile_min_shapes": _profile(spec, 1, 1),
+        "trt_profile_opt_shapes": _profile(spec, max(1, max_batch // 2), 1),
+        "trt_profile_max_shapes": _profile(spec, max_batch, spec.context_length),
+        "trt_dump_ep_context_model": True,
+        "trt_ep_context_file_path": str(out_path),
+        "trt_ep_context_embed_mode": 1,
+    }
+    session = ort.InferenceSession(str(onnx_path), providers=[("TensorrtExecutionProvider", options),
+                                                               "CUDAExecutionProvider"])
+    # one prefill and one decode step: the engines are built, and checked to run, here
+    from omniforge_shared.backends.onnxruntime_backend import OnnxDecoder
+
+    decoder = OnnxDecoder(onnx_path, spec, session=session)
+    cache = KVCache(spec, 2)
+    logits = decoder.forward(np.ones((2, 4), np.int64), np.array([4, 3], np.int32), cache, 0)
+    decoder.forward(logits[:, -1].argmax(-1)[:, None].astype(np.int64), np.array([5, 4], np.int32), cache, 0)
+    if not out_path.exists():
+        raise RuntimeError(f"onnxruntime did not write the TensorRT context model {out_path}")
+    log(f"TensorRT engine written to {out_path} ({'fp16' if fp16 else 'fp32'}, batch <= {max_batch}, "
+        f"sequence <= {spec.context_length})")
+    return out_path

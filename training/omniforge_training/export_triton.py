@@ -32,6 +32,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             feed = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
+            feed["lengths"] = feed["lengths"].reshape(-1)     # (B, 1) on the wire, (B,) in the graph
             results = self.session.run(None, feed)
             responses.append(pb_utils.InferenceResponse(
                 [pb_utils.Tensor(name, value) for name, value in zip(self.outputs, results)]))
@@ -39,16 +40,19 @@ class TritonPythonModel:
 '''
 
 
-def _tensor(name: str, data_type: str, dims: list[int]) -> str:
-    return f'  {{\n    name: "{name}"\n    data_type: {data_type}\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+def _tensor(name: str, data_type: str, dims: list[int], reshape: list[int] | None = None) -> str:
+    extra = "" if reshape is None else f"\n    reshape: {{ shape: [ {', '.join(map(str, reshape))} ] }}"
+    return (f'  {{\n    name: "{name}"\n    data_type: {data_type}\n    dims: [ {", ".join(map(str, dims))} ]'
+            f'{extra}\n  }}')
 
 
 def config_pbtxt(bundle: Bundle, *, runtime: str, kind: str, instances: int, max_batch_size: int) -> str:
     g = bundle.manifest["graph"]
     nh, hs, vocab = g["n_head"], g["head_size"], bundle.manifest["tokenizer"]["vocab_size"]
     # dims exclude the batch dimension (max_batch_size > 0); -1 = dynamic
-    inputs = [_tensor(n, "TYPE_INT64", [-1]) for n in g["inputs"][:3]]
-    inputs += [_tensor(n, "TYPE_FP32", [nh, -1, hs]) for n in g["inputs"][3:]]
+    # lengths is one number per row: [1] on the wire, a scalar per row for the graph
+    inputs = [_tensor("input_ids", "TYPE_INT64", [-1]), _tensor("lengths", "TYPE_INT32", [1], reshape=[])]
+    inputs += [_tensor(n, "TYPE_FP32", [nh, -1, hs]) for n in g["inputs"][2:]]
     outputs = [_tensor(g["outputs"][0], "TYPE_FP32", [-1, vocab])]
     outputs += [_tensor(n, "TYPE_FP32", [nh, -1, hs]) for n in g["outputs"][1:]]
     backend = 'platform: "onnxruntime_onnx"' if runtime == "onnxruntime" else 'backend: "python"'

@@ -2,10 +2,12 @@
 
 Requests join a running batch at the next step instead of waiting for it to finish. One
 scheduler thread owns the batch; each step it
-  1. admits waiting requests (their prompts are prefilled together, left-padded),
+  1. admits waiting requests (their prompts are prefilled together into free cache rows),
   2. runs one decode step for every running sequence,
   3. samples a token per sequence and hands new text to the request's asyncio queue,
-  4. drops finished or cancelled sequences and trims cache columns nobody attends to.
+  4. drops finished or cancelled sequences, moving the last rows into the freed ones.
+Sequence i of the batch owns row i of the KV cache; the backend writes each step's keys and
+values into it in place, so a step never copies what is already cached.
 The engine imports neither gRPC nor HTTP: servicers translate to and from it.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from omniforge_shared.backends import DecoderBackend
+from omniforge_shared.backends.base import KVCache
 from omniforge_shared.tokenizer import IncrementalDecoder, Tokenizer
 
 from .sampling import SamplingParams, sample_token
@@ -59,6 +62,11 @@ class Sequence:
     finish_reason: str = ""
 
     @property
+    def cached(self) -> int:
+        """Tokens whose keys and values are in the cache: all but the last sampled one."""
+        return len(self.ids) - 1
+
+    @property
     def generated(self) -> int:
         return len(self.ids) - len(self.prompt_ids)
 
@@ -80,8 +88,8 @@ class TextEngine:
         self.max_tokens_limit = min(max_tokens_limit or self.context_length, self.context_length)
         self._waiting: queue.Queue[Sequence] = queue.Queue()
         self._running: list[Sequence] = []
-        self._cache: list[np.ndarray] = []
-        self._mask = np.zeros((0, 0), np.int64)
+        self._pending: list[tuple[Sequence, Piece]] = []   # pieces sampled but not yet handed out
+        self._cache = KVCache(self.spec, max_batch_size)
         self._wake = threading.Event()
         self._submit_lock = threading.Lock()
         self._stopping = False
@@ -151,7 +159,7 @@ class TextEngine:
         if len(ids) > self.context_length:
             raise InvalidRequest(f"text is {len(ids)} tokens; send at most {self.context_length}")
         x = np.array([ids], np.int64)
-        logits, _ = self.backend.forward(x, np.arange(len(ids))[None], np.ones_like(x), self.spec.empty_cache(1))
+        logits = self.backend.forward(x, np.array([len(ids)], np.int32), KVCache(self.spec, 1), 0)
         logits = logits[0, :-1].astype(np.float64)
         logits -= logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -174,6 +182,7 @@ class TextEngine:
     def _run(self) -> None:
         while not self._stopping:
             if not self._running and self._waiting.empty():
+                self._flush()
                 if self._retire_at is not None and time.monotonic() - self._retire_at > 1.0:
                     with self._submit_lock:
                         if self._waiting.empty():
@@ -186,6 +195,7 @@ class TextEngine:
             try:
                 self._step()
             except Exception as e:  # a failing step fails its requests, never the process
+                self._flush()
                 logger.exception("generation step failed")
                 for seq in self._running + self._drain_waiting():
                     seq.emit(e)
@@ -193,6 +203,7 @@ class TextEngine:
         with self._submit_lock:
             self._stopping = True
             leftovers = self._running + self._drain_waiting()
+        self._flush()
         for seq in leftovers:
             seq.emit(EngineStopped("engine is shutting down"))
 
@@ -205,8 +216,7 @@ class TextEngine:
                 return out
 
     def _reset(self) -> None:
-        self._running, self._cache = [], []
-        self._mask = np.zeros((0, 0), np.int64)
+        self._running = []
 
     def _step(self) -> None:
         self._drop_cancelled()
@@ -230,38 +240,23 @@ class TextEngine:
         self.max_batch_seen = max(self.max_batch_seen, len(self._running))
 
     def _prefill(self, new: list[Sequence]) -> None:
-        """Runs the prompts, samples each one's first token, and merges them into the batch."""
-        L = max(len(s.prompt_ids) for s in new)
-        B = len(new)
-        ids = np.zeros((B, L), np.int64)
-        mask = np.zeros((B, L), np.int64)
+        """Runs the prompts in the next free cache rows, samples each one's first token."""
+        lengths = np.array([len(s.prompt_ids) for s in new], np.int32)
+        ids = np.zeros((len(new), int(lengths.max())), np.int64)
         for i, s in enumerate(new):
-            n = len(s.prompt_ids)
-            ids[i, L - n:] = s.prompt_ids                # left padding
-            mask[i, L - n:] = 1
-        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        logits, cache = self.backend.forward(ids, pos, mask, self.spec.empty_cache(B))
-        # merge: pad the shorter cache on the left so both have the same length
-        if self._running:
-            S = self._mask.shape[1]
-            width = max(S, L)
-            old_cache, old_mask = _left_pad(self._cache, self._mask, width)
-            cache, mask = _left_pad(cache, mask, width)
-            self._cache = [np.concatenate([a, b], axis=0) for a, b in zip(old_cache, cache)]
-            self._mask = np.concatenate([old_mask, mask], axis=0)
-        else:
-            self._cache, self._mask = cache, mask
+            ids[i, :lengths[i]] = s.prompt_ids                # right padding
+        first = len(self._running)
+        self._flush()
+        logits = self.backend.forward(ids, lengths, self._cache, first)
         self._running.extend(new)
-        self._advance(new, logits[:, -1], range(len(self._running) - B, len(self._running)))
+        self._advance(new, logits[np.arange(len(new)), lengths - 1], range(first, first + len(new)))
 
     def _decode(self) -> None:
-        B = len(self._running)
         ids = np.array([[s.ids[-1]] for s in self._running], np.int64)
-        pos = np.array([[len(s.ids) - 1] for s in self._running], np.int64)
-        mask = np.concatenate([self._mask, np.ones((B, 1), np.int64)], axis=1)
-        logits, self._cache = self.backend.forward(ids, pos, mask, self._cache)
-        self._mask = mask
-        self._advance(list(self._running), logits[:, -1], range(B))
+        lengths = np.array([len(s.ids) for s in self._running], np.int32)
+        self._flush()
+        logits = self.backend.forward(ids, lengths, self._cache, 0)
+        self._advance(list(self._running), logits[:, 0], range(len(self._running)))
 
     def _advance(self, seqs: list[Sequence], last_logits: np.ndarray, rows) -> None:
         """Samples one token per sequence, emits its text, retires finished sequences."""
@@ -282,9 +277,17 @@ class TextEngine:
                 out.append((seq, piece))
             if seq.finish_reason:
                 finished.append(row)
-        _deliver(out)
+        self._pending.extend(out)
         if finished:
             self._remove(set(finished))
+
+    def _flush(self) -> None:
+        """Hands out the pending pieces. Called right before the next forward step: waking an
+        event loop hands it the GIL, and the step's native code gives the GIL up, so the loop
+        handles the pieces while the step computes instead of while this thread waits."""
+        if self._pending:
+            pieces, self._pending = self._pending, []
+            _deliver(pieces)
 
     def _check_stop(self, seq: Sequence) -> None:
         for stop in seq.params.stop:
@@ -313,17 +316,14 @@ class TextEngine:
             self._remove(gone)
 
     def _remove(self, rows: set[int]) -> None:
-        keep = [i for i in range(len(self._running)) if i not in rows]
-        self._running = [self._running[i] for i in keep]
-        if not keep:
-            self._reset()
-            return
-        idx = np.array(keep)
-        self._mask = self._mask[idx]
-        # trim leading columns no remaining sequence attends to
-        first = int(np.argmax(self._mask.any(axis=0)))
-        self._mask = self._mask[:, first:]
-        self._cache = [c[idx, :, first:] for c in self._cache]
+        """Drops sequences; the last running rows move into the freed ones (a copy per hole)."""
+        n = len(self._running) - len(rows)
+        holes = sorted(r for r in rows if r < n)
+        movers = [r for r in range(n, len(self._running)) if r not in rows]
+        for hole, src in zip(holes, movers):
+            self._cache.move(src, hole, self._running[src].cached)
+            self._running[hole] = self._running[src]
+        del self._running[n:]
 
 
 def _deliver(pieces: list[tuple[Sequence, Piece]]) -> None:
@@ -343,14 +343,6 @@ def _deliver(pieces: list[tuple[Sequence, Piece]]) -> None:
 def _put_all(items) -> None:
     for out, piece in items:
         out.put_nowait(piece)
-
-
-def _left_pad(cache: list[np.ndarray], mask: np.ndarray, width: int):
-    extra = width - mask.shape[1]
-    if extra == 0:
-        return cache, mask
-    cache = [np.pad(c, ((0, 0), (0, 0), (extra, 0), (0, 0))) for c in cache]
-    return cache, np.pad(mask, ((0, 0), (extra, 0)))
 
 
 def _longest_stop_prefix(text: str, stops) -> int:

@@ -1,29 +1,67 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
-from .base import DecoderSpec
+from .base import DecoderSpec, KVCache
 
 
 class OnnxDecoder:
+    """Runs the decoder graph with the cache bound in place: each layer's past and present
+    are the same buffer, so the graph's attention appends to it instead of copying it.
+
+    The binding is kept while consecutive steps run the same rows of the same cache (a decode
+    loop), so a step only writes its ids and lengths into the bound input buffers."""
     name = "onnxruntime"
 
-    def __init__(self, path: Path, spec: DecoderSpec, *, threads: int = 0) -> None:
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    def __init__(self, path: Path, spec: DecoderSpec, *, threads: int = 0,
+                 session: ort.InferenceSession | None = None) -> None:
+        """`session`: one already made for `path` (other execution providers), else a CPU one."""
         self.spec = spec
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
+        if session is None:
+            opts = ort.SessionOptions()
+            if threads:
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = session
+        self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
+                             for i in range(spec.n_layer) for kv in ("key", "value")]
+        self._lock = threading.Lock()     # the engine's steps and Score calls may come from two threads
+        self._bound: tuple | None = None  # (key, io binding, ids buffer, lengths buffer, logits buffer)
 
-    def forward(self, input_ids, position_ids, attention_mask, past):
-        feed = dict(zip(self.input_names, [input_ids, position_ids, attention_mask, *past]))
-        out = self.session.run(None, feed)
-        return out[0], out[1:]
+    def _bind(self, cache: KVCache, start: int, b: int, S: int) -> tuple:
+        key = (id(cache), start, b, S)
+        if self._bound is not None and self._bound[0] == key:
+            return self._bound
+        io = self.session.io_binding()
+        ids, lengths = np.zeros((b, S), np.int64), np.zeros(b, np.int32)
+        logits = np.empty((b, S, self.spec.vocab_size), np.float32)
+        # pointers, not copies: the session reads and writes these buffers at every run
+        io.bind_input("input_ids", "cpu", 0, np.int64, [b, S], ids.ctypes.data)
+        io.bind_input("lengths", "cpu", 0, np.int32, [b], lengths.ctypes.data)
+        for (past, present), array in zip(self._cache_names, cache.arrays):
+            rows = array[start:start + b]                  # contiguous: rows are the outer axis
+            io.bind_input(past, "cpu", 0, np.float32, list(rows.shape), rows.ctypes.data)
+            io.bind_output(present, "cpu", 0, np.float32, list(rows.shape), rows.ctypes.data)
+        io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        # the cache object is kept alive with its binding, so its buffers outlive the pointers
+        self._bound = (key, io, ids, lengths, logits, cache)
+        return self._bound
+
+    def forward(self, input_ids, lengths, cache: KVCache, start: int):
+        b, S = input_ids.shape
+        with self._lock:
+            _, io, ids, lens, logits, _ = self._bind(cache, start, b, S)
+            ids[...] = input_ids
+            lens[...] = lengths
+            self.session.run_with_iobinding(io)
+            return logits.copy()
 
     def close(self) -> None:
+        self._bound = None
         self.session = None

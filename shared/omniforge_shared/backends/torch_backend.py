@@ -1,9 +1,11 @@
 """Development backend: runs the bundle's safetensors weights in eager torch."""
 from __future__ import annotations
 
+import numpy as np
+
 from omniforge_shared.bundle import Bundle
 
-from .base import DecoderSpec
+from .base import DecoderSpec, KVCache
 
 
 class TorchDecoder:
@@ -28,16 +30,28 @@ class TorchDecoder:
             raise ValueError(f"bundle {bundle.name}:{bundle.version} has no safetensors weights for the torch backend")
         self.model, _ = load_trained(bundle.path)
 
-    def forward(self, input_ids, position_ids, attention_mask, past):
+    def forward(self, input_ids, lengths, cache: KVCache, start: int):
+        """Row by row, each with exactly its own tokens (no padding): clear rather than fast."""
         torch = self._torch
-        pairs = [(torch.from_numpy(past[2 * i]), torch.from_numpy(past[2 * i + 1]))
-                 for i in range(len(past) // 2)]
+        b, S = input_ids.shape
+        out = np.zeros((b, S, self.spec.vocab_size), np.float32)
         with torch.inference_mode():
-            logits, _, presents = self.model(torch.from_numpy(input_ids),
-                                             position_ids=torch.from_numpy(position_ids),
-                                             past_key_values=pairs,
-                                             attention_mask=torch.from_numpy(attention_mask))
-        return logits.numpy(), [t.numpy() for kv in presents for t in kv]
+            for i in range(b):
+                row, total = start + i, int(lengths[i])
+                new = total if S > 1 else 1
+                past = total - new
+                pairs = [(torch.from_numpy(cache.arrays[2 * j][row:row + 1, :, :past]),
+                          torch.from_numpy(cache.arrays[2 * j + 1][row:row + 1, :, :past]))
+                         for j in range(self.spec.n_layer)]
+                logits, _, presents = self.model(torch.from_numpy(input_ids[i:i + 1, :new]),
+                                                 position_ids=torch.arange(past, total)[None],
+                                                 past_key_values=pairs,
+                                                 attention_mask=torch.ones(1, total, dtype=torch.long))
+                out[i, :new] = logits[0].numpy()
+                for j, (k, v) in enumerate(presents):
+                    cache.arrays[2 * j][row, :, past:total] = k[0, :, past:].numpy()
+                    cache.arrays[2 * j + 1][row, :, past:total] = v[0, :, past:].numpy()
+        return out
 
     def close(self) -> None:
         self.model = None

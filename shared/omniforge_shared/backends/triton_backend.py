@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DecoderSpec
+from .base import DecoderSpec, KVCache
 
 
 class TritonDecoder:
+    """The server cannot write into this process's cache, so each step sends the rows' cached
+    keys and values and writes the returned ones back (the graph's non-shared cache mode)."""
     name = "triton"
 
     def __init__(self, url: str, model_name: str, spec: DecoderSpec, *, model_version: str = "",
@@ -31,22 +33,30 @@ class TritonDecoder:
         self.input_names = [i.name for i in meta.inputs]
         self.output_names = [o.name for o in meta.outputs]
 
-    def forward(self, input_ids, position_ids, attention_mask, past):
-        arrays = dict(zip(["input_ids", "position_ids", "attention_mask"], [input_ids, position_ids, attention_mask]))
-        arrays.update((f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}", p) for i, p in enumerate(past))
-        inputs = []
-        for name in self.input_names:
-            value = np.ascontiguousarray(arrays[name])
-            tensor = self._grpc.InferInput(name, list(value.shape), "INT64" if value.dtype == np.int64 else "FP32")
-            tensor.set_data_from_numpy(value)
-            inputs.append(tensor)
+    def _input(self, name: str, value: np.ndarray):
+        value = np.ascontiguousarray(value)
+        datatype = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32"}.get(value.dtype, "FP32")
+        tensor = self._grpc.InferInput(name, list(value.shape), datatype)
+        tensor.set_data_from_numpy(value)
+        return tensor
+
+    def forward(self, input_ids, lengths, cache: KVCache, start: int):
+        b, S = input_ids.shape
+        total = int(np.max(lengths))
+        past = total - 1 if S == 1 else 0
+        rows = slice(start, start + b)
+        arrays = {"input_ids": np.asarray(input_ids, np.int64),
+                  "lengths": np.asarray(lengths, np.int32).reshape(b, 1)}   # config: dims [1], reshape []
+        for j, a in enumerate(cache.arrays):
+            arrays[f"past_key_values.{j // 2}.{'key' if j % 2 == 0 else 'value'}"] = a[rows, :, :past]
+        inputs = [self._input(name, arrays[name]) for name in self.input_names]
         outputs = [self._grpc.InferRequestedOutput(n) for n in self.output_names]
         result = self.client.infer(self.model_name, inputs, model_version=self.model_version, outputs=outputs,
                                    client_timeout=self.timeout_s)
-        by_name = {n: result.as_numpy(n) for n in self.output_names}
-        logits = by_name["logits"]
-        present = [by_name[f"present.{i}.{kv}"] for i in range(self.spec.n_layer) for kv in ("key", "value")]
-        return logits, present
+        for j, a in enumerate(cache.arrays):
+            present = result.as_numpy(f"present.{j // 2}.{'key' if j % 2 == 0 else 'value'}")
+            a[rows, :, :present.shape[2]] = present
+        return result.as_numpy("logits")
 
     def close(self) -> None:
         self.client.close()

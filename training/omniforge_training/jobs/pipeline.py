@@ -147,8 +147,8 @@ def _export_and_register(registry, store: JobStore, job_id: str, result, dataset
         from omniforge_shared.bundle import load_bundle, rewrite_manifest
 
         added = {"MODEL_CARD.md": "model-card", "loss_curve.png": "loss-curve"}
-        if (out / "model.plan").exists():
-            added["model.plan"] = "tensorrt-engine"
+        if (out / "model.trt.onnx").exists():
+            added["model.trt.onnx"] = "tensorrt-engine"
         rewrite_manifest(out, add_files=added)
         bundle = load_bundle(out)
         info = registry.register_bundle(out)
@@ -161,8 +161,6 @@ def _export_and_register(registry, store: JobStore, job_id: str, result, dataset
 
 
 def _tensorrt(bundle_dir: Path, log) -> None:
-    import importlib.util
-
     try:
         import torch
         has_gpu = torch.cuda.is_available()
@@ -171,12 +169,16 @@ def _tensorrt(bundle_dir: Path, log) -> None:
     if not has_gpu:
         log("TensorRT engine skipped: this worker has no CUDA GPU")
         return
-    if importlib.util.find_spec("tensorrt") is None:
-        log("TensorRT engine skipped: the tensorrt package is not installed on this worker")
-        return
-    from ..export_tensorrt import build_engine
+    from omniforge_shared.backends.base import DecoderSpec
+    from omniforge_shared.bundle import load_bundle
 
-    build_engine(bundle_dir / "model.onnx", bundle_dir / "model.plan", log=log)
+    from ..export_tensorrt import build_engine, tensorrt_available
+
+    if not tensorrt_available():
+        log("TensorRT engine skipped: onnxruntime on this worker has no TensorRT execution provider")
+        return
+    bundle = load_bundle(bundle_dir)
+    build_engine(bundle.file("model"), bundle_dir / "model.trt.onnx", DecoderSpec.from_bundle(bundle), log=log)
 
 
 def _promote(registry, bundle, log) -> dict:
