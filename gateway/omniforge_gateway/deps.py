@@ -1,4 +1,7 @@
-"""Dependencies, declared once: handlers take them as `Annotated` aliases."""
+"""Dependencies, declared once: handlers take them as `Annotated` aliases.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a
+thread hop per dependency per request for what is an attribute read."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -10,15 +13,15 @@ from .metrics import GatewayMetrics
 from .settings import GatewaySettings
 
 
-def _settings(request: Request) -> GatewaySettings:
+async def _settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-def _text(request: Request) -> TextClient:
+async def _text(request: Request) -> TextClient:
     return request.app.state.text
 
 
-def _metrics(request: Request) -> GatewayMetrics:
+async def _metrics(request: Request) -> GatewayMetrics:
     return request.app.state.metrics
 
 

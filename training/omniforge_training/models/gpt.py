@@ -57,13 +57,13 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, past_kv=None, attn_mask=None, rotary=None):
         B, T, C = x.shape
-        # (B, T, 3C) -> three of (B, nh, T, hs)
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)
         if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            q, k = apply_rotary(qkv[:, :, :2], *rotary).unbind(2)      # q and k in one pass
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        # three of (B, nh, T, hs)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if past_kv is not None:
             # append this step's keys and values to the cache: (B, nh, P + T, hs)
             k = torch.cat([past_kv[0], k], dim=2)
@@ -79,21 +79,24 @@ class CausalSelfAttention(nn.Module):
             att = att.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
             y = att @ v                                                       # (B, nh, T, hs)
         # (B, nh, T, hs) -> (B, T, C)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y)), (k, v)
 
 
 def rotary_tables(position_ids, head_size: int, base: float):
-    """cos and sin of each position's rotation angles: (B, 1, T, hs/2) each."""
+    """Each position's rotation as (cos, cos) and (-sin, sin) over the head dimension's two
+    halves: (B, T, 1, 1, hs) each, to broadcast over (B, T, 2, nh, hs) queries and keys."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, device=position_ids.device).float() / head_size))
     angles = position_ids.float()[..., None] * inv_freq          # (B, T, hs/2)
-    return angles.cos()[:, None], angles.sin()[:, None]
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([cos, cos], -1)[:, :, None, None], torch.cat([-sin, sin], -1)[:, :, None, None]
 
 
 def apply_rotary(x, cos, sin):
-    """Rotates each pair (x1, x2) of the head dimension by its position's angle (RoFormer eq. 34)."""
-    x1, x2 = x.chunk(2, dim=-1)                                  # (B, nh, T, hs/2) each
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """Rotates each pair (x1, x2) = (x[i], x[i + hs/2]) of the head dimension by its position's
+    angle (RoFormer eq. 34): (x1 cos - x2 sin, x1 sin + x2 cos), as x * cos + swap(x) * sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([x2, x1], dim=-1) * sin
 
 
 class MLP(nn.Module):
