@@ -326,7 +326,7 @@ def train_text(cfg: TrainConfig, *, on_step: Callable[[StepReport], bool | None]
             loss_sum += loss.item() / cfg.grad_accum
         loss_sum = dist.mean(loss_sum)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         it += 1
