@@ -261,9 +261,14 @@ class TextEngine:
     def _advance(self, seqs: list[Sequence], last_logits: np.ndarray, rows) -> None:
         """Samples one token per sequence, emits its text, retires finished sequences."""
         finished, out = [], []
-        for seq, row, logits in zip(seqs, rows, last_logits):
-            seen = np.array(seq.ids, np.int64) if seq.params.repetition_penalty != 1.0 else None
-            token = sample_token(logits, seq.params, seq.rng, seen)
+        greedy = last_logits.argmax(-1).tolist()       # one call for every plain greedy row
+        for seq, row, logits, best in zip(seqs, rows, last_logits, greedy):
+            p = seq.params
+            if p.temperature == 0 and p.repetition_penalty == 1.0:
+                token = best
+            else:
+                seen = np.array(seq.ids, np.int64) if p.repetition_penalty != 1.0 else None
+                token = sample_token(logits, p, seq.rng, seen)
             seq.ids.append(token)
             if token == self.tokenizer.eos_id and not seq.params.ignore_eos:
                 seq.finish_reason = "stop"

@@ -62,7 +62,8 @@ class DecoderBackend(Protocol):
     row's length once the step is done. S > 1 is a prefill: the rows are empty, row i's
     prompt is its first lengths[i] ids (right-padded) and max(lengths) == S. S == 1 is a
     decode step: row i holds lengths[i] - 1 tokens (0 for a one-token prompt). The new keys
-    and values land in the cache; returns logits (b, S, V) float32 (padding rows undefined).
+    and values land in the cache; returns logits (b, S, V) float32 (padding rows undefined),
+    which the backend may reuse for its next step: read them before calling again.
     """
     name: str
     spec: DecoderSpec

@@ -60,7 +60,7 @@ class OnnxDecoder:
             ids[...] = input_ids
             lens[...] = lengths
             self.session.run_with_iobinding(io)
-            return logits.copy()
+            return logits      # valid until the next step with the same rows rewrites it
 
     def close(self) -> None:
         self._bound = None
