@@ -207,6 +207,9 @@ def bootstrap(force: bool = typer.Option(False, help="re-export even if already 
     registry = _registry()
     version = json.loads((STARTER_TEXT_DIR / "manifest.json").read_text())["version"]
     existing = [v for v in registry.list_versions(STARTER_TEXT_NAME) if v.version == version]
+    if existing and not force and _outdated_graph(registry, STARTER_TEXT_NAME, version):
+        console.print(f"{STARTER_TEXT_NAME}:{version} was exported with an older graph format: exporting it again")
+        force = True
     if existing and not force:
         if existing[0].stage != "production":
             registry.set_stage(STARTER_TEXT_NAME, version, "production")
@@ -219,6 +222,12 @@ def bootstrap(force: bool = typer.Option(False, help="re-export even if already 
         registry.delete_version(STARTER_TEXT_NAME, version)
     info = registry.register_bundle(bundle.path, stage="production")
     console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+
+
+def _outdated_graph(registry, name: str, version: str) -> bool:
+    from omniforge_shared.backends.base import GRAPH_FORMAT
+
+    return registry.bundle(name, version).manifest.get("graph", {}).get("format") != GRAPH_FORMAT
 
 
 # ---- training and export ---------------------------------------------------------------------

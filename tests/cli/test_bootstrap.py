@@ -98,3 +98,22 @@ def test_the_starter_writes_recognisable_english(bootstrapped):
 
 async def _text(engine, prompt, params):
     return "".join([p.text async for p in engine.generate(prompt, params)])
+
+
+def test_bootstrap_exports_again_a_starter_of_an_older_graph_format(tmp_path):
+    """A home bootstrapped by an earlier version holds a graph this version cannot serve."""
+    from pathlib import Path
+
+    env = {**os.environ, "OMNIFORGE_HOME": str(tmp_path)}
+    run = lambda: subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
+                                 text=True, timeout=600, env=env)
+    assert run().returncode == 0
+    [manifest_path] = Path(tmp_path, "artifacts").rglob("manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["graph"]["format"]
+    manifest_path.write_text(json.dumps(manifest))
+    again = run()
+    assert again.returncode == 0, again.stderr
+    assert "older graph format" in again.stdout and "registered text-starter" in again.stdout
+    [manifest_path] = Path(tmp_path, "artifacts").rglob("manifest.json")
+    assert json.loads(manifest_path.read_text())["graph"]["format"]

@@ -68,7 +68,10 @@ def test_a_killed_worker_job_resumes_from_its_checkpoint_and_registers_once(env,
     resumes = [m for _, _, _, m in store.logs(job_id) if m.startswith("resuming from the checkpoint at step")]
     assert len(resumes) == 1
     resumed_from = int(resumes[0].rsplit(" ", 1)[1])
-    assert 0 < resumed_from <= killed_at
+    # the last checkpoint before the kill: progress reports are throttled (twice a second), so the
+    # reported step may trail the step the worker had reached by up to a checkpoint or two
+    assert resumed_from > 0 and resumed_from % TINY["checkpoint_interval"] == 0
+    assert resumed_from >= killed_at - TINY["checkpoint_interval"]
     # the loss curve continues: one point per step, increasing, ending at the last step
     steps = [s for s, _, _ in store.metrics_history(job_id, "loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 400

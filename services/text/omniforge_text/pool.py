@@ -42,6 +42,7 @@ class ModelPool:
         self.default: str | None = None
         self.registry = None                          # set when models come from the registry
         self.swaps = 0
+        self.unservable: dict[str, str] = {}          # "name:version" -> why it could not be loaded
 
     def load(self, bundle: Bundle) -> LoadedModel:
         if bundle.task != TASK:
@@ -95,9 +96,15 @@ class ModelPool:
                 logger.warning("cannot serve %s: %s", name, e)
                 continue
             current = self.models.get(name)
-            if current is None or current.version != info.version:
-                self.load(self.registry.bundle(name, info.version))
-                changed.append(f"{name}:{info.version}")
+            ref = f"{name}:{info.version}"
+            if (current is None or current.version != info.version) and ref not in self.unservable:
+                try:
+                    self.load(self.registry.bundle(name, info.version))
+                except Exception as e:  # one bad bundle must not stop the others from being served
+                    self.unservable[ref] = str(e)
+                    logger.error("cannot serve %s: %s", ref, e)
+                    continue
+                changed.append(ref)
         return changed
 
     def get(self, name: str, version: str = "") -> LoadedModel:
