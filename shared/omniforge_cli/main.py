@@ -70,11 +70,9 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="return once /r
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stopping and all(p.alive() for p in procs):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    signal.signal(signal.SIGINT, _stop)   # also when started with SIGINT ignored (a background job)
+    while not stopping and all(p.alive() for p in procs):
+        time.sleep(0.5)
     dead = [p.name for p in procs if not p.alive()]
     stack.stop()
     if dead and not stopping:
