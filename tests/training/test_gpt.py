@@ -46,3 +46,5 @@ def test_weights_are_tied_and_decay_skips_vectors():
 def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        GPTConfig(n_embd=24, n_head=2)          # head size 12: trains, but could not be served

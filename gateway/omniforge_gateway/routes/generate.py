@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import grpc
@@ -15,6 +16,7 @@ from ..deps import MetricsDep, SettingsDep, TextDep
 from ..errors import ApiError, from_grpc
 from ..schemas import GenerateRequest, GenerateResponse
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["text"])
 
 
@@ -81,13 +83,16 @@ async def _unless_disconnected(call, request: Request, *, grace_s: float = 0.05)
     try:
         return await call
     except asyncio.CancelledError:
-        if gone[0]:   # the client went away and the watcher cancelled the generation
+        # the client went away and the watcher cancelled the call, not this task (shutdown)
+        if gone[0] and asyncio.current_task().cancelling() == 0:
             raise ApiError(499, "cancelled", "client closed the request") from None
         raise
     finally:
         timer.cancel()
         if watcher is not None:
             watcher.cancel()
+            if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+                logger.warning("disconnect watcher failed: %r", watcher.exception())
 
 
 async def _stream(req, text, settings, metrics, model: str) -> StreamingResponse:

@@ -246,9 +246,9 @@ class TextEngine:
         for i, s in enumerate(new):
             ids[i, :lengths[i]] = s.prompt_ids                # right padding
         first = len(self._running)
+        self._running.extend(new)          # before the step: a failing step fails them too
         self._flush()
         logits = self.backend.forward(ids, lengths, self._cache, first)
-        self._running.extend(new)
         self._advance(new, logits[np.arange(len(new)), lengths - 1], range(first, first + len(new)))
 
     def _decode(self) -> None:

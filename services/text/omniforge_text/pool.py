@@ -42,7 +42,8 @@ class ModelPool:
         self.default: str | None = None
         self.registry = None                          # set when models come from the registry
         self.swaps = 0
-        self.unservable: dict[str, str] = {}          # "name:version" -> why it could not be loaded
+        # "name:version" -> (the manifest checksum that failed, why): retried once re-registered
+        self.unservable: dict[str, tuple[str, str]] = {}
 
     def load(self, bundle: Bundle) -> LoadedModel:
         if bundle.task != TASK:
@@ -97,13 +98,16 @@ class ModelPool:
                 continue
             current = self.models.get(name)
             ref = f"{name}:{info.version}"
-            if (current is None or current.version != info.version) and ref not in self.unservable:
+            failed = self.unservable.get(ref)
+            if (current is None or current.version != info.version) and \
+                    (failed is None or failed[0] != info.manifest_sha256):
                 try:
                     self.load(self.registry.bundle(name, info.version))
                 except Exception as e:  # one bad bundle must not stop the others from being served
-                    self.unservable[ref] = str(e)
+                    self.unservable[ref] = (info.manifest_sha256, str(e))
                     logger.error("cannot serve %s: %s", ref, e)
                     continue
+                self.unservable.pop(ref, None)
                 changed.append(ref)
         return changed
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ class OnnxDecoder:
     """Runs the decoder graph with the cache bound in place: each layer's past and present
     are the same buffer, so the graph's attention appends to it instead of copying it.
 
-    The binding is kept while consecutive steps run the same rows of the same cache (a decode
-    loop), so a step only writes its ids and lengths into the bound input buffers."""
+    Bindings are kept per (cache, rows, sequence length), the few most recently used, so a
+    decode loop's step only writes its ids and lengths into the bound input buffers, and a
+    Score call in between does not cost the loop its binding."""
     name = "onnxruntime"
+    KEEP_BINDINGS = 4
 
     def __init__(self, path: Path, spec: DecoderSpec, *, threads: int = 0,
                  session: ort.InferenceSession | None = None) -> None:
@@ -32,12 +35,14 @@ class OnnxDecoder:
         self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
                              for i in range(spec.n_layer) for kv in ("key", "value")]
         self._lock = threading.Lock()     # the engine's steps and Score calls may come from two threads
-        self._bound: tuple | None = None  # (key, io binding, ids buffer, lengths buffer, logits buffer)
+        # key -> (io binding, ids buffer, lengths buffer, logits buffer, the cache it points into)
+        self._bindings: OrderedDict[tuple, tuple] = OrderedDict()
 
     def _bind(self, cache: KVCache, start: int, b: int, S: int) -> tuple:
         key = (id(cache), start, b, S)
-        if self._bound is not None and self._bound[0] == key:
-            return self._bound
+        if key in self._bindings:
+            self._bindings.move_to_end(key)
+            return self._bindings[key]
         io = self.session.io_binding()
         ids, lengths = np.zeros((b, S), np.int64), np.zeros(b, np.int32)
         logits = np.empty((b, S, self.spec.vocab_size), np.float32)
@@ -50,18 +55,21 @@ class OnnxDecoder:
             io.bind_output(present, "cpu", 0, np.float32, list(rows.shape), rows.ctypes.data)
         io.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         # the cache object is kept alive with its binding, so its buffers outlive the pointers
-        self._bound = (key, io, ids, lengths, logits, cache)
-        return self._bound
+        self._bindings[key] = (io, ids, lengths, logits, cache)
+        while len(self._bindings) > self.KEEP_BINDINGS:
+            self._bindings.popitem(last=False)
+        return self._bindings[key]
 
     def forward(self, input_ids, lengths, cache: KVCache, start: int):
         b, S = input_ids.shape
         with self._lock:
-            _, io, ids, lens, logits, _ = self._bind(cache, start, b, S)
+            io, ids, lens, logits, _ = self._bind(cache, start, b, S)
             ids[...] = input_ids
             lens[...] = lengths
             self.session.run_with_iobinding(io)
             return logits      # valid until the next step with the same rows rewrites it
 
     def close(self) -> None:
-        self._bound = None
-        self.session = None
+        with self._lock:
+            self._bindings.clear()
+            self.session = None

@@ -133,3 +133,26 @@ async def test_torch_backend_gives_the_same_greedy_text_as_onnxruntime(tiny_bund
 def test_unknown_backend_is_refused(tiny_bundle):
     with pytest.raises(ValueError, match="use one of"):
         load_decoder(load_bundle(tiny_bundle), backend="tensorflow")
+
+
+async def test_a_failing_prefill_fails_its_requests_and_the_engine_recovers(tiny_bundle):
+    """The error reaches the requests being admitted (not only those already running)."""
+    bundle = load_bundle(tiny_bundle)
+    backend = load_decoder(bundle, threads=1)
+    forward, broken = backend.forward, [True]
+
+    def flaky(input_ids, *rest):
+        if broken[0] and input_ids.shape[1] > 1:
+            raise RuntimeError("device lost")
+        return forward(input_ids, *rest)
+
+    backend.forward = flaky
+    eng = TextEngine(backend, load_tokenizer(bundle.file("tokenizer")))
+    try:
+        with pytest.raises(RuntimeError, match="device lost"):
+            await asyncio.wait_for(complete(eng, "HAMLET:\n", max_tokens=5, temperature=0), timeout=10)
+        broken[0] = False
+        text, last = await asyncio.wait_for(complete(eng, "HAMLET:\n", max_tokens=5, temperature=0), timeout=10)
+        assert last.finish_reason == "length" and last.completion_tokens == 5
+    finally:
+        eng.stop()

@@ -26,7 +26,17 @@ def test_a_bundle_of_an_older_graph_format_is_skipped_and_the_others_served(tmp_
     try:
         pool.load_configured()
         assert sorted(pool.models) == ["tiny"]
-        assert "omniforge export onnx" in pool.unservable["legacy:1"]
+        assert "omniforge export onnx" in pool.unservable["legacy:1"][1]
         assert pool.refresh() == []             # not retried (nor logged again) at every poll
+        # exported again under the same version (as `bootstrap` does): served at the next poll
+        registry = pool.registry
+        registry.delete_version("legacy", "1")
+        fixed = tmp_path / "fixed"
+        shutil.copytree(tiny_bundle, fixed)
+        manifest = json.loads((fixed / "manifest.json").read_text())
+        manifest["name"] = "legacy"
+        (fixed / "manifest.json").write_text(json.dumps(manifest))
+        registry.register_bundle(fixed, stage="production")
+        assert pool.refresh() == ["legacy:1"] and not pool.unservable
     finally:
         pool.stop()

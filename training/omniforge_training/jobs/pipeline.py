@@ -178,7 +178,11 @@ def _tensorrt(bundle_dir: Path, log) -> None:
         log("TensorRT engine skipped: onnxruntime on this worker has no TensorRT execution provider")
         return
     bundle = load_bundle(bundle_dir)
-    build_engine(bundle.file("model"), bundle_dir / "model.trt.onnx", DecoderSpec.from_bundle(bundle), log=log)
+    try:
+        build_engine(bundle.file("model"), bundle_dir / "model.trt.onnx", DecoderSpec.from_bundle(bundle), log=log)
+    except Exception as e:  # an optional accelerator: the bundle is served by onnxruntime without it
+        (bundle_dir / "model.trt.onnx").unlink(missing_ok=True)
+        log(f"TensorRT engine not built ({type(e).__name__}: {e}); the bundle is registered without it")
 
 
 def _promote(registry, bundle, log) -> dict:

@@ -38,8 +38,9 @@ class TextLMParams(BaseModel):
     def _heads_divide_width(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"head size n_embd/n_head={self.n_embd // self.n_head} must be even (rotary embedding)")
+        if (self.n_embd // self.n_head) % 8:
+            raise ValueError(f"head size n_embd/n_head={self.n_embd // self.n_head} must be a multiple of 8 "
+                             "(the served graph's attention kernel needs it), e.g. n_embd=128 with n_head=4")
         return self
 
 

@@ -31,8 +31,10 @@ class GPTConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.rope and self.head_size % 2:
-            raise ValueError(f"rotary embedding needs an even head size, got {self.head_size}")
+        if self.head_size % 8:
+            # onnxruntime's GroupQueryAttention, which the exported graph decodes with, needs it
+            raise ValueError(f"head size n_embd/n_head = {self.head_size} must be a multiple of 8 so the model "
+                             f"can be exported and served; e.g. n_embd={self.n_head * 8 * max(1, self.head_size // 8)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
