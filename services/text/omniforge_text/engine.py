@@ -89,6 +89,7 @@ class TextEngine:
         self._waiting: queue.Queue[Sequence] = queue.Queue()
         self._running: list[Sequence] = []
         self._pending: list[tuple[Sequence, Piece]] = []   # pieces sampled but not yet handed out
+        self._prefilled_last = False
         self._cache = KVCache(self.spec, max_batch_size)
         self._wake = threading.Event()
         self._submit_lock = threading.Lock()
@@ -220,8 +221,11 @@ class TextEngine:
 
     def _step(self) -> None:
         self._drop_cancelled()
-        # 1. admit waiting requests: prefill their prompts together
+        # 1. admit waiting requests: prefill their prompts together. Never twice in a row while
+        # others run, so a steady stream of arrivals cannot starve the running sequences
         room = self.max_batch_size - len(self._running)
+        if self._prefilled_last and self._running:
+            room = 0
         new = []
         while room > 0:
             try:
@@ -231,6 +235,7 @@ class TextEngine:
             if not seq.cancelled:
                 new.append(seq)
                 room -= 1
+        self._prefilled_last = bool(new)
         if new:
             self._prefill(new)
         # 2. one decode step for every sequence that already has a sampled token

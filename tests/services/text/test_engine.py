@@ -156,3 +156,30 @@ async def test_a_failing_prefill_fails_its_requests_and_the_engine_recovers(tiny
         assert last.finish_reason == "length" and last.completion_tokens == 5
     finally:
         eng.stop()
+
+
+async def test_a_stream_of_arrivals_does_not_starve_running_sequences(tiny_bundle):
+    """Admissions alternate with decode steps: a long generation keeps going while a queue of
+    short requests is admitted one by one."""
+    bundle = load_bundle(tiny_bundle)
+    eng = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")), max_batch_size=2)
+    events = []
+
+    async def long():
+        async for p in eng.generate("HAMLET:\n", SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)):
+            events.append(("long", p.completion_tokens))
+
+    async def short(i):
+        await complete(eng, "To be", max_tokens=1, temperature=0)
+        events.append(("short", i))
+
+    try:
+        task = asyncio.ensure_future(long())
+        while not events:                       # the long one is running
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*[short(i) for i in range(20)], task)
+    finally:
+        eng.stop()
+    done_shorts = [i for i, e in enumerate(events) if e[0] == "short"]
+    tokens_by_half = max([n for kind, n in events[:done_shorts[9]] if kind == "long"], default=0)
+    assert tokens_by_half >= 8, events       # about one token per admission (3 without alternating)
