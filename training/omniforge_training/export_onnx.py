@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omniforge_shared.backends.base import GRAPH_FORMAT, DecoderSpec, KVCache
+from omniforge_shared.backends.base import GRAPH_FORMAT, DecoderSpec, KVCache, cache_io_names
 from omniforge_shared.bundle import Bundle, write_bundle
 from omniforge_shared.tokenizer import load_tokenizer
 
@@ -37,8 +37,7 @@ OPSET = 17
 
 
 def io_names(n_layer: int) -> tuple[list[str], list[str]]:
-    past = [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
-    present = [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    past, present = zip(*cache_io_names(n_layer))
     return ["input_ids", "lengths", *past], ["logits", *present]
 
 
@@ -74,7 +73,7 @@ def build_graph(model: GPT):
     from onnx import TensorProto, helper
 
     cfg = model.config
-    nh, hs, C, V = cfg.n_head, cfg.head_size, cfg.n_embd, cfg.vocab_size
+    nh, hs, V = cfg.n_head, cfg.head_size, cfg.vocab_size
     w = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     g = _GraphBuilder()
 
@@ -91,9 +90,8 @@ def build_graph(model: GPT):
         return g.op("LayerNormalization", inputs, out, axis=-1, epsilon=1e-5)
 
     # the attention op's lengths: seqlens_k = length - 1 per row, total = the longest row
-    lengths = g.op("Cast", ["lengths"], "lengths_i32", to=TensorProto.INT32)
-    seqlens_k = g.op("Sub", [lengths, g.const("one_i32", np.array(1, np.int32))], "seqlens_k")
-    total = g.op("ReduceMax", [lengths], "total_sequence_length", keepdims=0)
+    seqlens_k = g.op("Sub", ["lengths", g.const("one_i32", np.array(1, np.int32))], "seqlens_k")
+    total = g.op("ReduceMax", ["lengths"], "total_sequence_length", keepdims=0)
     x = g.op("Gather", [g.const("wte", w["transformer.wte.weight"]), "input_ids"], "embeddings")
     # the attention op rotates q and k itself when the head size is a multiple of 16
     fused_rotary = cfg.rope and hs % 16 == 0

@@ -97,18 +97,19 @@ class ModelPool:
                 logger.warning("cannot serve %s: %s", name, e)
                 continue
             current = self.models.get(name)
+            if current is not None and current.version == info.version:
+                continue
             ref = f"{name}:{info.version}"
-            failed = self.unservable.get(ref)
-            if (current is None or current.version != info.version) and \
-                    (failed is None or failed[0] != info.manifest_sha256):
-                try:
-                    self.load(self.registry.bundle(name, info.version))
-                except Exception as e:  # one bad bundle must not stop the others from being served
-                    self.unservable[ref] = (info.manifest_sha256, str(e))
-                    logger.error("cannot serve %s: %s", ref, e)
-                    continue
-                self.unservable.pop(ref, None)
-                changed.append(ref)
+            if self.unservable.get(ref, ("",))[0] == info.manifest_sha256:
+                continue                          # failed as registered; retried once re-registered
+            try:
+                self.load(self.registry.bundle(name, info.version))
+            except Exception as e:  # one bad bundle must not stop the others from being served
+                self.unservable[ref] = (info.manifest_sha256, str(e))
+                logger.error("cannot serve %s: %s", ref, e)
+                continue
+            self.unservable.pop(ref, None)
+            changed.append(ref)
         return changed
 
     def get(self, name: str, version: str = "") -> LoadedModel:

@@ -15,6 +15,11 @@ class IncompatibleBundle(ValueError):
     pass
 
 
+def cache_io_names(n_layer: int) -> list[tuple[str, str]]:
+    """The graph's (input, output) names of each cache array, in KVCache.arrays order."""
+    return [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}") for i in range(n_layer) for kv in ("key", "value")]
+
+
 @dataclass(frozen=True)
 class DecoderSpec:
     """The shape facts a generation loop needs about a decoder graph."""
@@ -45,7 +50,6 @@ class KVCache:
     """
 
     def __init__(self, spec: DecoderSpec, rows: int) -> None:
-        self.rows = rows
         self.arrays = [np.zeros((rows, spec.n_head, spec.context_length, spec.head_size), np.float32)
                        for _ in range(2 * spec.n_layer)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .base import DecoderSpec, KVCache
+from .base import DecoderSpec, KVCache, cache_io_names
 
 
 class OnnxDecoder:
@@ -32,8 +32,7 @@ class OnnxDecoder:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.session = session
-        self._cache_names = [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}")
-                             for i in range(spec.n_layer) for kv in ("key", "value")]
+        self._cache_names = cache_io_names(spec.n_layer)
         self._lock = threading.Lock()     # the engine's steps and Score calls may come from two threads
         # key -> (io binding, ids buffer, lengths buffer, logits buffer, the cache it points into)
         self._bindings: OrderedDict[tuple, tuple] = OrderedDict()

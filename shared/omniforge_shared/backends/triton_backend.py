@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DecoderSpec, KVCache
+from .base import DecoderSpec, KVCache, cache_io_names
 
 
 class TritonDecoder:
@@ -32,6 +32,7 @@ class TritonDecoder:
         meta = self.client.get_model_metadata(model_name, model_version)
         self.input_names = [i.name for i in meta.inputs]
         self.output_names = [o.name for o in meta.outputs]
+        self._cache_names = cache_io_names(spec.n_layer)
 
     def _input(self, name: str, value: np.ndarray):
         value = np.ascontiguousarray(value)
@@ -47,14 +48,14 @@ class TritonDecoder:
         rows = slice(start, start + b)
         arrays = {"input_ids": np.asarray(input_ids, np.int64),
                   "lengths": np.asarray(lengths, np.int32).reshape(b, 1)}   # config: dims [1], reshape []
-        for j, a in enumerate(cache.arrays):
-            arrays[f"past_key_values.{j // 2}.{'key' if j % 2 == 0 else 'value'}"] = a[rows, :, :past]
+        for (name, _), a in zip(self._cache_names, cache.arrays):
+            arrays[name] = a[rows, :, :past]
         inputs = [self._input(name, arrays[name]) for name in self.input_names]
         outputs = [self._grpc.InferRequestedOutput(n) for n in self.output_names]
         result = self.client.infer(self.model_name, inputs, model_version=self.model_version, outputs=outputs,
                                    client_timeout=self.timeout_s)
-        for j, a in enumerate(cache.arrays):
-            present = result.as_numpy(f"present.{j // 2}.{'key' if j % 2 == 0 else 'value'}")
+        for (_, name), a in zip(self._cache_names, cache.arrays):
+            present = result.as_numpy(name)
             a[rows, :, :present.shape[2]] = present
         return result.as_numpy("logits")
 
