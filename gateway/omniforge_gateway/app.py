@@ -6,13 +6,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from omniforge_shared.jobs.queue import TrainingSettings, enqueue, make_celery
+from omniforge_shared.jobs.store import JobStore
+from omniforge_shared.logs import setup_logging
 from omniforge_shared.registry_settings import RegistrySettings
 from omniforge_shared.settings import load_settings
 
 from . import errors
-from .clients import TextClient
-from .metrics import GatewayMetrics, MetricsMiddleware
-from .routes import generate, health, models, training
+from .clients import CLIENTS
+from .metrics import GatewayMetrics, RequestMiddleware
+from .routes import datasets, generate, health, models, training
 from .settings import GatewaySettings
 
 logger = logging.getLogger("omniforge.gateway")
@@ -22,15 +25,11 @@ class TrainingJobs:
     """The job store and the Celery app jobs are sent through (by task name: no torch here)."""
 
     def __init__(self, registry) -> None:
-        from omniforge_training.jobs.celery_app import make_celery
-        from omniforge_training.jobs.store import JobStore
-
         self.store = JobStore(registry)
-        self.celery = make_celery()
+        self.settings = load_settings(TrainingSettings)
+        self.celery = make_celery(self.settings)
 
     def enqueue(self, job_id: str, queue: str) -> None:
-        from omniforge_training.jobs.celery_app import enqueue
-
         enqueue(self.celery, job_id, queue)
 
 
@@ -40,15 +39,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.text = TextClient(settings.text_address)
-        app.state.services = [app.state.text]
-        logger.info("gateway: text service at %s", settings.text_address)
+        app.state.services = {label: CLIENTS[label](address, retry_after_s=settings.retry_after_s)
+                              for label, address in settings.addresses().items() if address}
+        for label, client in app.state.services.items():
+            logger.info("gateway: %s service at %s", label, client.address)
         app.state.registry = load_settings(RegistrySettings).open()
         app.state.jobs = TrainingJobs(app.state.registry)
         try:
             yield
         finally:
-            for client in app.state.services:
+            for client in app.state.services.values():
                 await client.close()
             app.state.registry.close()
 
@@ -57,21 +57,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
-    app.include_router(generate.router)
-    app.include_router(models.router)
-    app.include_router(health.router)
-    app.include_router(training.router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for router in (generate.router, models.router, health.router, training.router, datasets.router):
+        app.include_router(router)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
 
 
 def main() -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("gateway")
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     settings = load_settings(GatewaySettings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False)
+    # log_config=None: uvicorn's records go through our handler (JSON when asked for)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .clients import TextClient
+from .clients import TextClient, not_configured
 from .metrics import GatewayMetrics
 from .settings import GatewaySettings
 
@@ -17,8 +17,14 @@ async def _settings(request: Request) -> GatewaySettings:
     return request.app.state.settings
 
 
-async def _text(request: Request) -> TextClient:
-    return request.app.state.text
+def service(label: str):
+    """The client of a configured service; a route whose service is not configured answers 503."""
+    async def dependency(request: Request):
+        client = request.app.state.services.get(label)
+        if client is None:
+            raise not_configured(label)
+        return client
+    return dependency
 
 
 async def _metrics(request: Request) -> GatewayMetrics:
@@ -26,5 +32,5 @@ async def _metrics(request: Request) -> GatewayMetrics:
 
 
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
-TextDep = Annotated[TextClient, Depends(_text)]
+TextDep = Annotated[TextClient, Depends(service("text"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]

@@ -69,6 +69,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         errors = exc.errors()
+        unicode = [e for e in errors if e["type"] == "invalid_unicode"]
+        if unicode:
+            return JSONResponse({"error": {"code": "invalid_request", "message": unicode[0]["msg"]}}, status_code=400)
         malformed = any(e["type"] in ("json_invalid", "model_attributes_type") and e["loc"][:1] == ("body",)
                         and len(e["loc"]) <= 2 for e in errors)
         status = 400 if malformed else 422

@@ -2,11 +2,50 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+INVALID_UNICODE = "invalid_unicode"
 
 
-class GenerateRequest(BaseModel):
+def _unpaired_surrogate(value, path: str = "") -> str | None:
+    """Where a JSON value holds text that is not valid Unicode (an unpaired UTF-16 surrogate
+    escape such as "\\ud800" decodes to one), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"{path or 'body'} holds an unpaired UTF-16 surrogate ({value[e.start]!r} at character {e.start})"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _unpaired_surrogate(key, f"{path}.{key!r} (a key)" if path else f"{key!r} (a key)") \
+                or _unpaired_surrogate(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unpaired_surrogate(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: JSON that is valid but not valid Unicode is refused with a
+    400 before any of its text reaches the tokenizer, protobuf or the database."""
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        found = _unpaired_surrogate(data)
+        if found:
+            raise PydanticCustomError(INVALID_UNICODE, "{where}; send text that is valid Unicode (UTF-8)",
+                                      {"where": found})
+        return data
+
+
+class GenerateRequest(RequestModel):
 
     prompt: StrictStr = Field(description="text to continue")
     model: StrictStr | None = Field(None, description="model name; default: the service's first model")

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from omniforge_shared.settings import omniforge_home
 
 
 class GatewaySettings(BaseSettings):
@@ -11,9 +15,27 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    text_address: str = "127.0.0.1:50051"
+    # the model services' gRPC addresses (host:port); an empty one is not configured, and its
+    # routes answer 503 naming the variable to set
+    text_address: str | None = "127.0.0.1:50051"
+    image_address: str | None = None
+    audio_address: str | None = None
+    fusion_address: str | None = None
     request_timeout_s: float = Field(300.0, gt=0)      # gRPC deadline for one generation
     health_timeout_s: float = Field(1.0, gt=0)
     retry_after_s: int = Field(2, ge=1)                # sent with 503 when a service is down
     max_tokens_limit: int = Field(4096, ge=1)
     max_prompt_chars: int = Field(200_000, ge=1)
+    # uploads (POST /datasets) land under the data root; training jobs may name paths inside it only
+    data_root: Path = Field(default_factory=lambda: omniforge_home() / "data",
+                            validation_alias=AliasChoices("OMNIFORGE_DATA_ROOT", "data_root"))
+    max_upload_mb: float = Field(256.0, gt=0)
+
+    @field_validator("text_address", "image_address", "audio_address", "fusion_address")
+    @classmethod
+    def _empty_is_unset(cls, v):
+        return v or None
+
+    def addresses(self) -> dict[str, str | None]:
+        """service label -> its address (None: not configured)."""
+        return {label: getattr(self, f"{label}_address") for label in ("text", "image", "audio", "fusion")}

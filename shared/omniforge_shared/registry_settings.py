@@ -15,6 +15,8 @@ class RegistrySettings(BaseSettings):
 
     database_url: str = Field(default_factory=default_database_url)
     artifact_root: Path = Field(default_factory=lambda: omniforge_home() / "artifacts")
+    # the only folder whose paths training jobs may name (uploads land here too)
+    data_root: Path = Field(default_factory=lambda: omniforge_home() / "data")
     # when set, stage changes are published here and services swap models at once;
     # without it services poll the registry
     redis_url: str | None = None

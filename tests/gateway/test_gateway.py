@@ -84,8 +84,9 @@ def test_metrics_count_requests_tokens_and_time_to_first_token(http):
     with http.stream("POST", "/generate", json={"prompt": "HAMLET:\n", "max_tokens": 5, "stream": True}) as r:
         list(r.iter_lines())
     text = http.get("/metrics").text
-    assert 'omniforge_requests_total{model="",route="/generate",status="200"}' in text
-    assert "omniforge_request_latency_seconds_bucket" in text
-    assert "omniforge_time_to_first_token_seconds_count" in text
-    tokens = [line for line in text.splitlines() if line.startswith("omniforge_tokens_generated_total")]
+    assert 'omniforge_gateway_requests_total{model="",route="/generate",status="200"}' in text
+    assert "omniforge_gateway_request_duration_seconds_bucket" in text
+    assert "omniforge_gateway_time_to_first_token_seconds_count" in text
+    assert "omniforge_gateway_inter_token_latency_seconds_count" in text
+    tokens = [line for line in text.splitlines() if line.startswith("omniforge_gateway_tokens_generated_total")]
     assert tokens and float(tokens[0].split()[-1]) >= 10

@@ -45,13 +45,12 @@ def test_service_down_gives_503_then_recovers(pair):
 
 def test_a_client_that_disconnects_cancels_its_generation(tiny_bundle, tmp_path):
     """The text service runs in this process, so its engine can be watched."""
-    from omniforge_text.pool import ModelPool
-    from omniforge_text.server import serve
+    from omniforge_text.server import make_pool, serve
     from omniforge_text.settings import TextServiceSettings
 
     port = free_port()
     settings = TextServiceSettings(bundle=tiny_bundle, port=port, threads=1, grace_seconds=0)
-    pool = ModelPool(settings)
+    pool = make_pool(settings)
     pool.load_configured()
     engine = pool.get("tiny").engine
     loop = asyncio.new_event_loop()

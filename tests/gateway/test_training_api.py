@@ -1,4 +1,5 @@
-"""/training/jobs through the gateway, with a worker on the embedded (SQLite) broker."""
+"""/training/jobs and /datasets through the gateway, with a worker on the embedded (SQLite) broker."""
+import json
 import time
 
 import httpx
@@ -19,14 +20,18 @@ def stack(tmp_path_factory):
     registry.upgrade()
     registry.register_dataset(build_hamlet_dataset(home), name="hamlet")
     env = {"OMNIFORGE_HOME": str(home)}
-    port = free_port()
+    port, worker_metrics = free_port(), free_port()
     gateway = Proc("omniforge_gateway.app", {**env, "OMNIFORGE_GATEWAY_PORT": str(port),
-                                             "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{free_port()}"},
+                                             "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{free_port()}",
+                                             "OMNIFORGE_GATEWAY_MAX_UPLOAD_MB": "1"},
                    home / "gw.log").start()
-    worker = Proc("omniforge_training.jobs.worker", env, home / "worker.log").start()
+    worker = Proc("omniforge_training.jobs.worker", {**env, "OMNIFORGE_WORKER_METRICS_PORT": str(worker_metrics)},
+                  home / "worker.log").start()
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, what="gateway up")
-    yield httpx.Client(base_url=url, timeout=30), registry
+    client = httpx.Client(base_url=url, timeout=30)
+    client.home, client.worker_metrics = home, f"http://127.0.0.1:{worker_metrics}/metrics"
+    yield client, registry
     worker.stop()
     gateway.stop()
     registry.close()
@@ -121,3 +126,87 @@ def test_sdk_training_jobs_sync_and_async(stack):
             assert [m["step"] for m in await client.training.jobs.metrics(job.id, name="val_loss")] == [20]
 
     asyncio.run(run())
+
+
+def test_only_paths_inside_the_data_root_are_trained_on(stack, tmp_path):
+    http, _ = stack
+    root = http.home / "data"
+    (root / "mine").mkdir(parents=True, exist_ok=True)
+    (root / "mine" / "notes.txt").write_text("to be or not to be " * 200)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for training")
+    (root / "link.txt").unlink(missing_ok=True)
+    (root / "link.txt").symlink_to(outside)
+    for dataset in ("/etc/passwd", "../../../../etc/passwd", str(outside), "link.txt", "mine/../../x"):
+        r = http.post("/training/jobs", json={"recipe": "text-lm", "dataset": dataset, "params": PARAMS})
+        assert r.status_code == 422, (dataset, r.text)
+        message = r.json()["error"]["message"]
+        assert "outside the data root" in message or "does not exist in the data root" in message, message
+    ok = http.post("/training/jobs", json={"recipe": "text-lm", "dataset": "mine/notes.txt", "model_name": "inside",
+                                           "params": {**PARAMS, "tokenizer": "char", "max_iters": 100_000}})
+    assert ok.status_code == 202, ok.text
+    http.post(f"/training/jobs/{ok.json()['id']}/cancel")
+    wait_for(lambda: http.get(f"/training/jobs/{ok.json()['id']}").json()["state"] in ("cancelled", "failed"),
+             timeout=60, what="the job to stop")
+
+
+def test_a_job_that_cannot_fit_the_worker_is_refused_with_the_estimate(stack):
+    http, _ = stack
+    params = {"n_layer": 48, "n_embd": 4096, "n_head": 32, "block_size": 4096, "batch_size": 1024}
+    r = http.post("/training/jobs", json={"recipe": "text-lm", "dataset": "hamlet", "params": params})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "this job needs about" in message and "TB of memory" in message
+    assert "a cpu worker may use (OMNIFORGE_TRAINING_CPU_WORKER_MEMORY_GB)" in message and "GB" in message
+
+
+def test_upload_a_file_and_it_becomes_a_registered_dataset(stack, corpus):
+    http, registry = stack
+    docs = "\n".join(json.dumps({"text": corpus.read_text()[i:i + 400]}) for i in range(0, 40_000, 400))
+    r = http.post("/datasets", data={"name": "uploaded", "tokenizer": "char", "language": ""},
+                  files={"file": ("hamlet.jsonl", docs.encode(), "application/x-ndjson")})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["bytes"] == len(docs.encode()) and body["job"]["recipe"] == "dataset-build"
+    wait_for(lambda: http.get(f"/training/jobs/{body['job']['id']}").json()["state"] in ("succeeded", "failed"),
+             timeout=120, what="the dataset build")
+    job = http.get(f"/training/jobs/{body['job']['id']}").json()
+    assert job["state"] == "succeeded", job["error"]
+    listed = {d["name"]: d for d in http.get("/datasets").json()}
+    assert listed["uploaded"]["counts"]["train_tokens"] > 0 and "hamlet" in listed
+    # and it trains by name, as any registered dataset
+    again = http.post("/training/jobs", json={"recipe": "text-lm", "dataset": "uploaded", "model_name": "from-upload",
+                                              "params": {**PARAMS, "tokenizer": "char", "max_iters": 5}})
+    assert again.status_code == 202, again.text
+
+
+@pytest.mark.parametrize("filename, content, status, message", [
+    ("model.exe", b"MZ", 415, "send one ending in .txt, .jsonl, .parquet"),
+    ("notes.txt", b"caf\xe9 latin-1", 400, "line 1 is not UTF-8"),
+    ("rows.jsonl", b'{"text": "ok"}\nnot json\n', 400, "line 2 is not JSON"),
+    ("rows.jsonl", b'[1, 2]\n', 400, "line 1 is not a JSON object"),
+    ("table.parquet", b"nope", 400, "not a Parquet file"),
+    ("empty.txt", b"", 400, "empty"),
+    ("big.txt", b"a" * (1024 * 1024 + 1), 413, "over 1 MB"),
+])
+def test_bad_uploads_are_refused_and_nothing_is_left_behind(stack, filename, content, status, message):
+    http, _ = stack
+    r = http.post("/datasets", data={"name": "bad-upload"}, files={"file": (filename, content)})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+    assert not list((http.home / "data" / "uploads").glob("bad-upload/*"))
+
+
+def test_upload_needs_a_valid_name(stack):
+    http, _ = stack
+    r = http.post("/datasets", data={"name": "Bad Name!"}, files={"file": ("a.txt", b"text")})
+    assert r.status_code == 422 and "name" in r.json()["error"]["message"]
+
+
+def test_the_worker_exports_job_states(stack):
+    http, _ = stack
+    body = httpx.get(http.worker_metrics, timeout=10).text
+    states = {line.split('"')[1]: float(line.split()[-1]) for line in body.splitlines()
+              if line.startswith("omniforge_worker_jobs{")}
+    assert set(states) == {"queued", "running", "succeeded", "failed", "cancelled"}
+    assert states["succeeded"] >= 1

@@ -1,5 +1,6 @@
 """Training jobs on real Celery workers (processes) with the real Redis broker."""
 import os
+from pathlib import Path
 import signal
 import time
 
@@ -41,7 +42,7 @@ def env(tmp_path_factory):
 
 def submit(registry, model_name, dataset="hamlet", **params):
     from omniforge_training.jobs.celery_app import enqueue, make_celery
-    from omniforge_training.jobs.store import JobStore
+    from omniforge_shared.jobs.store import JobStore
 
     store = JobStore(registry)
     job = store.create(recipe="text-lm", dataset=dataset, params={**TINY, **params}, resources={"queue": "cpu"},
@@ -99,14 +100,15 @@ def test_a_corrupt_or_missing_dataset_fails_the_job_clearly(env, tmp_path):
     import shutil
 
     env, registry = env
-    corrupt = tmp_path / "corrupt"
+    data_root = Path(env["OMNIFORGE_HOME"]) / "data"       # jobs may name paths inside it only
+    corrupt = data_root / "corrupt"
     shutil.copytree(registry.dataset_path("hamlet"), corrupt)
     with open(corrupt / "val.bin", "r+b") as f:
         f.write(b"\x00\x00\x00\x00")
     worker = start_worker(env, tmp_path / "worker.log")
     try:
         store, bad = submit(registry, "corrupt", dataset=str(corrupt), max_iters=10)
-        _, missing = submit(registry, "missing", dataset=str(tmp_path / "nothing-here"), max_iters=10)
+        _, missing = submit(registry, "missing", dataset=str(data_root / "nothing-here"), max_iters=10)
         wait_for(lambda: store.get(bad).state == "failed" and store.get(missing).state == "failed", timeout=60,
                  what="jobs to fail")
     finally:

@@ -12,7 +12,7 @@ TINY = dict(tokenizer="bpe", vocab_size=512, n_layer=1, n_head=2, n_embd=32, blo
 def test_a_killed_worker_job_comes_back_on_the_embedded_broker(tmp_path, monkeypatch):
     from omniforge_shared.registry_settings import RegistrySettings
     from omniforge_training.jobs.celery_app import enqueue, make_celery
-    from omniforge_training.jobs.store import JobStore
+    from omniforge_shared.jobs.store import JobStore
 
     env = {"OMNIFORGE_HOME": str(tmp_path), "OMNIFORGE_TRAINING_STALE_AFTER_S": "2"}
     for k, v in env.items():

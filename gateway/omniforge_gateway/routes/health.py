@@ -1,4 +1,4 @@
-"""Liveness (/healthz), readiness (/readyz: each service's gRPC health) and /metrics."""
+"""Liveness (/healthz), readiness (/readyz: each configured service's gRPC health) and /metrics."""
 from __future__ import annotations
 
 import asyncio
@@ -18,13 +18,15 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 async def readyz(request: Request, settings: SettingsDep):
-    clients = request.app.state.services
+    """200 when every configured service says SERVING; lists each with its address and status."""
+    clients = list(request.app.state.services.values())
     statuses = await asyncio.gather(*(c.check(settings.health_timeout_s) for c in clients))
     services = {c.label: {"address": c.address, "status": s} for c, s in zip(clients, statuses)}
+    not_configured = [label for label, address in settings.addresses().items() if not address]
     ready = all(s == "SERVING" for s in statuses)
     headers = {} if ready else {"Retry-After": str(settings.retry_after_s)}
-    return JSONResponse({"ready": ready, "services": services}, status_code=200 if ready else 503,
-                        headers=headers)
+    return JSONResponse({"ready": ready, "services": services, "not_configured": not_configured},
+                        status_code=200 if ready else 503, headers=headers)
 
 
 @router.get("/metrics")

@@ -7,19 +7,20 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from omniforge_training.jobs.specs import RECIPE_SPECS, Resources
-from omniforge_training.jobs.store import JobNotFound, JobView
+from omniforge_shared.data_root import OutsideDataRoot, resolve_in_data_root
+from omniforge_shared.jobs.specs import RECIPE_SPECS, Resources, memory_problem
+from omniforge_shared.jobs.store import JobNotFound, JobView
 
 from ..errors import ApiError
+from ..schemas import RequestModel
 
 router = APIRouter(prefix="/training", tags=["training"])
 
 
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
+class JobCreate(RequestModel):
     recipe: str = Field(description=f"one of {sorted(RECIPE_SPECS)}")
-    dataset: str = Field(description="a registered dataset name (name or name:version) or a path")
+    dataset: str = Field(description="a registered dataset name (name or name:version), or a path inside "
+                                     "the data root (OMNIFORGE_DATA_ROOT); upload files with POST /datasets")
     model_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
                                    description="registry name of the result; default: <dataset>-<recipe>")
     params: dict = Field(default_factory=dict, description="the recipe's hyper-parameters")
@@ -57,6 +58,21 @@ def _jobs(request: Request):
     return request.app.state.jobs
 
 
+def _check_dataset(request: Request, dataset: str) -> str:
+    """A registered dataset's name, or a path inside the data root; returns the name part."""
+    name, _, version = dataset.partition(":")
+    known = {d.name for d in request.app.state.registry.list_datasets()}
+    if name in known:
+        return name
+    root = request.app.state.settings.data_root
+    try:
+        resolve_in_data_root(dataset, root)
+    except (FileNotFoundError, OutsideDataRoot) as e:
+        raise _unprocessable(f"unknown dataset {dataset!r}; registered datasets: {sorted(known)}, "
+                             f"or a path inside the data root: {e}") from None
+    return dataset
+
+
 def _unprocessable(message: str) -> ApiError:
     return ApiError(422, "invalid_request", message)
 
@@ -72,19 +88,26 @@ async def create_job(body: JobCreate, request: Request) -> JobPublic:
     except ValidationError as e:
         problems = "; ".join(f"params.{'.'.join(map(str, err['loc'])) or '(all)'}: {err['msg']}" for err in e.errors())
         raise _unprocessable(problems) from None
-    registry = request.app.state.registry
-    name, _, version = body.dataset.partition(":")
-    known = {d.name for d in registry.list_datasets()}
-    if name not in known and not Path(body.dataset).expanduser().exists():
-        raise _unprocessable(f"unknown dataset {body.dataset!r}; registered datasets: {sorted(known)} "
-                             "(or give a path that exists)")
+    queue = body.resources.queue
+    too_big = memory_problem(params, jobs.settings.worker_memory_bytes(queue),
+                             where=f"a {queue} worker may use (OMNIFORGE_TRAINING_{queue.upper()}_WORKER_MEMORY_GB)")
+    if too_big:
+        raise _unprocessable(too_big)
+    name = _check_dataset(request, body.dataset)
     model_name = body.model_name or f"{Path(name).stem}-{body.recipe}".lower()
-    job = jobs.store.create(recipe=body.recipe, dataset=body.dataset, params=params.model_dump(),
-                            resources=body.resources.model_dump(), model_name=model_name,
-                            max_steps=getattr(params, "max_iters", 0))
+    return enqueue_job(request, recipe=body.recipe, dataset=body.dataset, model_name=model_name,
+                       params=params.model_dump(), queue=queue, max_steps=getattr(params, "max_iters", 0))
+
+
+def enqueue_job(request: Request, *, recipe: str, dataset: str, model_name: str, params: dict, queue: str,
+                max_steps: int) -> JobPublic:
+    """Records the job, then queues it; a broker that is down fails the job (never left queued)."""
+    jobs = _jobs(request)
+    job = jobs.store.create(recipe=recipe, dataset=dataset, params=params, resources={"queue": queue},
+                            model_name=model_name, max_steps=max_steps)
     try:
-        jobs.enqueue(job.id, body.resources.queue)
-    except Exception as e:  # the broker is down: the job is not left queued forever
+        jobs.enqueue(job.id, queue)
+    except Exception as e:
         jobs.store.finish(job.id, "failed", error=f"could not queue the job: {e}")
         raise ApiError(503, "service_unavailable", f"the job queue is unavailable ({e}); retry shortly",
                        {"Retry-After": "5"}) from None

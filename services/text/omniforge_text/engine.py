@@ -103,6 +103,15 @@ class TextEngine:
 
     # ---- the async surface used by servicers -------------------------------------------
 
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def gauges(self) -> dict[str, float]:
+        """Read by the service's metrics endpoint at scrape time."""
+        return {"engine_queue_depth_requests": self._waiting.qsize(),
+                "running_batch_size_sequences": len(self._running)}
+
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt)
         if not ids:  # an empty prompt starts from the document separator

@@ -2,70 +2,56 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
-
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from omniforge_proto.v1 import text_pb2, text_pb2_grpc
+from omniforge_shared import serving
+from omniforge_shared.backends import load_decoder
+from omniforge_shared.bundle import Bundle
+from omniforge_shared.logs import setup_logging
+from omniforge_shared.metrics import Metrics
 from omniforge_shared.settings import load_settings
+from omniforge_shared.tokenizer import load_tokenizer
 
-from .pool import ModelPool
+from .engine import TextEngine
 from .servicer import TextServicer
 from .settings import TextServiceSettings
-from .watcher import watch_registry
 
-logger = logging.getLogger("omniforge.text")
+TASK = "text-generation"
 SERVICE_NAME = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
 
 
+def load_engine(bundle: Bundle, pool: serving.ModelPool) -> TextEngine:
+    """The pool's engine factory: a decoder backend and the continuous-batching engine over it."""
+    s: TextServiceSettings = pool.settings
+    base = None
+    if s.adapters == "adapter" and "base_model" in bundle.manifest:
+        if s.backend != "torch" or pool.registry is None:
+            raise ValueError("serving an adapter unmerged needs OMNIFORGE_TEXT_BACKEND=torch and the registry")
+        ref = bundle.manifest["base_model"]
+        base = pool.registry.bundle(ref["name"], ref["version"])
+    backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8, triton_url=s.triton_url,
+                           base_bundle=base)
+    return TextEngine(backend, load_tokenizer(bundle.file("tokenizer")), max_batch_size=s.max_batch_size,
+                      max_tokens_limit=s.max_tokens_limit)
+
+
+def make_pool(settings: TextServiceSettings) -> serving.ModelPool:
+    return serving.ModelPool(settings, task=TASK, engine_factory=load_engine, metrics=Metrics("text"))
+
+
 async def serve(settings: TextServiceSettings, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None, pool: ModelPool | None = None) -> None:
+                stop: asyncio.Event | None = None, pool: serving.ModelPool | None = None) -> None:
     """Serves until SIGTERM/SIGINT (or `stop` is set). A `pool` given is served as it is."""
     if pool is None:
-        pool = ModelPool(settings)
+        pool = make_pool(settings)
         await asyncio.to_thread(pool.load_configured)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(pool), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
-    await server.start()
-    status = health_pb2.HealthCheckResponse.SERVING if pool.models else health_pb2.HealthCheckResponse.NOT_SERVING
-    await health_servicer.set(SERVICE_NAME, status)
-    await health_servicer.set("", status)
-    logger.info("text service listening on %s:%d (%d models)", settings.host, port, len(pool.models))
-    settings.port = port
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
-    async def became_serving():
-        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-
-    watcher = asyncio.create_task(watch_registry(pool, poll_seconds=settings.poll_seconds,
-                                                 redis_url=settings.redis_url, on_change=became_serving))
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    watcher.cancel()
-    # graceful stop: refuse new calls, let running ones finish for grace_seconds
-    logger.info("stopping: %.1fs grace for running calls", settings.grace_seconds)
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(settings.grace_seconds)
-    pool.stop()
+    servicer = TextServicer(pool)
+    await serving.serve(settings, pool, service_name=SERVICE_NAME, ready=ready, stop=stop,
+                        add_servicer=lambda server: text_pb2_grpc.add_TextServiceServicer_to_server(servicer, server))
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("text")
     asyncio.run(serve(load_settings(TextServiceSettings)))
 
 

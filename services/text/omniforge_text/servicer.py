@@ -4,13 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 import grpc
 
 from omniforge_proto.v1 import common_pb2, text_pb2, text_pb2_grpc
+from omniforge_shared.metrics import TOKEN_BUCKETS
+from omniforge_shared.serving import ModelNotFound, ModelPool, label_call
 
 from .engine import EngineStopped, InvalidRequest
-from .pool import ModelNotFound, ModelPool
 from .sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,11 @@ def to_params(msg: text_pb2.SamplingParams) -> SamplingParams:
 class TextServicer(text_pb2_grpc.TextServiceServicer):
     def __init__(self, pool: ModelPool) -> None:
         self.pool = pool
+        m, labels = pool.metrics, ["model", "version"]
+        self.ttft = m.histogram("time_to_first_token_seconds", "from the request to its first text", labels)
+        self.itl = m.histogram("inter_token_latency_seconds", "mean time between tokens of a generation", labels,
+                               buckets=TOKEN_BUCKETS)
+        self.tokens = m.counter("tokens_generated_total", "tokens generated", labels)
 
     async def Generate(self, request, context):
         text, last, loaded = [], None, None
@@ -52,12 +59,21 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             yield chunk
 
     async def _pieces(self, request, context):
+        start = time.perf_counter()
         loaded = await self._model(request.model, context)
+        labels = (loaded.name, loaded.version)
+        first = last = None
         try:
             params = to_params(request.sampling)
             stream = loaded.engine.generate(request.prompt, params)
             try:
                 async for piece in stream:
+                    last = time.perf_counter()
+                    if first is None:
+                        first = last
+                        self.ttft.labels(*labels).observe(first - start)
+                    if piece.finish_reason:
+                        self._finished(labels, piece.completion_tokens, last - first)
                     yield piece, loaded
             finally:
                 await stream.aclose()   # a cancelled RPC cancels the sequence in the engine
@@ -65,6 +81,11 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except EngineStopped as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+
+    def _finished(self, labels, tokens: int, decode_s: float) -> None:
+        self.tokens.labels(*labels).inc(tokens)
+        if tokens > 1:
+            self.itl.labels(*labels).observe(decode_s / (tokens - 1))
 
     async def Score(self, request, context):
         loaded = await self._model(request.model, context)
@@ -88,6 +109,8 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
 
     async def _model(self, ref, context):
         try:
-            return self.pool.get(ref.name, ref.version)
+            loaded = self.pool.get(ref.name, ref.version)
         except ModelNotFound as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        label_call(model=loaded.name, version=loaded.version)
+        return loaded

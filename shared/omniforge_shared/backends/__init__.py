@@ -1,37 +1,46 @@
 """Inference backends behind one small interface: `DecoderBackend`.
 
-`onnxruntime` is the default and what services run; `torch` runs the bundle's safetensors
-weights for development (it imports torch, so only when asked for); `triton` sends each step
-to a Triton Inference Server that serves the graph (GPU nodes).
+`onnxruntime` is the default and what services run; `triton` sends each step to a Triton
+Inference Server that serves the graph (GPU nodes). Other backends are found by name among
+the `omniforge.decoder_backends` entry points: the training package adds `torch`, which runs
+a bundle's safetensors weights for development (so the serving path never imports torch).
 """
 from __future__ import annotations
+
+from importlib.metadata import entry_points
 
 from omniforge_shared.bundle import Bundle
 
 from .base import DecoderBackend, DecoderSpec
 
-BACKENDS = ("onnxruntime", "torch", "triton")
+BUILT_IN = ("onnxruntime", "triton")
+ENTRY_POINT_GROUP = "omniforge.decoder_backends"
+
+
+def available_backends() -> list[str]:
+    return [*BUILT_IN, *sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))]
 
 
 def load_decoder(bundle: Bundle, *, backend: str = "onnxruntime", threads: int = 0,
                  int8: bool = False, triton_url: str = "127.0.0.1:8001",
                  base_bundle: Bundle | None = None) -> DecoderBackend:
+    spec = DecoderSpec.from_bundle(bundle)
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxDecoder
 
-        role = "model-int8" if int8 else "model"
-        return OnnxDecoder(bundle.file(role), DecoderSpec.from_bundle(bundle), threads=threads)
-    if backend == "torch":
-        from .torch_backend import TorchDecoder
-
-        return TorchDecoder(bundle, DecoderSpec.from_bundle(bundle), threads=threads, base_bundle=base_bundle)
+        return OnnxDecoder(bundle.file("model-int8" if int8 else "model"), spec, threads=threads)
     if backend == "triton":
         from .triton_backend import TritonDecoder
 
         # the repository written by `omniforge export triton` names the model after the bundle
         version = bundle.version if bundle.version.isdigit() else ""
-        return TritonDecoder(triton_url, bundle.name, DecoderSpec.from_bundle(bundle), model_version=version)
-    raise ValueError(f"backend={backend!r} is not supported; use one of {BACKENDS}")
+        return TritonDecoder(triton_url, bundle.name, spec, model_version=version)
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == backend]
+    if not found:
+        hint = " (install omniforge-training for `torch`)" if backend == "torch" else ""
+        raise ValueError(f"backend={backend!r} is not available{hint}; use one of {available_backends()}")
+    return found[0].load()(bundle, spec, threads=threads, int8=int8, triton_url=triton_url,
+                           base_bundle=base_bundle)
 
 
-__all__ = ["BACKENDS", "DecoderBackend", "DecoderSpec", "load_decoder"]
+__all__ = ["DecoderBackend", "DecoderSpec", "available_backends", "load_decoder"]

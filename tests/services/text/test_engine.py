@@ -105,11 +105,10 @@ def test_score_gives_lower_perplexity_to_shakespeare_than_to_noise(engine):
 def test_the_serving_path_imports_no_torch(tiny_bundle):
     code = (
         "import sys, asyncio\n"
-        "from omniforge_text.pool import ModelPool\n"
         "from omniforge_text.settings import TextServiceSettings\n"
         "from omniforge_text import server, servicer\n"
         "import omniforge_gateway.app\n"
-        f"pool = ModelPool(TextServiceSettings(bundle={str(tiny_bundle)!r}, threads=1))\n"
+        f"pool = server.make_pool(TextServiceSettings(bundle={str(tiny_bundle)!r}, threads=1))\n"
         "pool.load_configured()\n"
         "pool.stop()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

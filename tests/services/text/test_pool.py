@@ -6,7 +6,7 @@ import shutil
 def test_a_bundle_of_an_older_graph_format_is_skipped_and_the_others_served(tmp_path, tiny_bundle):
     from omniforge_shared.artifacts import LocalArtifactStore
     from omniforge_shared.registry import Registry
-    from omniforge_text.pool import ModelPool
+    from omniforge_text.server import make_pool
     from omniforge_text.settings import TextServiceSettings
 
     old = tmp_path / "old"
@@ -22,7 +22,7 @@ def test_a_bundle_of_an_older_graph_format_is_skipped_and_the_others_served(tmp_
     registry.register_bundle(old, stage="production")
     registry.close()
 
-    pool = ModelPool(TextServiceSettings(database_url=db, artifact_root=artifacts, threads=1))
+    pool = make_pool(TextServiceSettings(database_url=db, artifact_root=artifacts, threads=1))
     try:
         pool.load_configured()
         assert sorted(pool.models) == ["tiny"]

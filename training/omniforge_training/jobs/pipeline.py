@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+import time
 import traceback
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from omniforge_shared.registry_settings import RegistrySettings
 from omniforge_shared.settings import load_settings, omniforge_home
 
 from .recipes import JobContext, run_recipe
-from .store import FINAL, JobStore
+from omniforge_shared.jobs.specs import DATASET_BUILD, RECIPE_SPECS, DatasetBuildParams, memory_problem
+from omniforge_shared.jobs.store import FINAL, JobStore
 
 logger = logging.getLogger("omniforge.jobs")
 
@@ -32,8 +34,10 @@ def job_dir(job_id: str) -> Path:
     return omniforge_home() / "jobs" / job_id
 
 
-def resolve_dataset(registry, dataset: str) -> Path:
-    """A registered dataset name (optionally `name:version`) or a path on the worker."""
+def resolve_dataset(registry, dataset: str, data_root: Path) -> Path:
+    """A registered dataset name (optionally `name:version`) or a path inside the data root."""
+    from omniforge_shared.data_root import OutsideDataRoot, resolve_in_data_root
+
     from ..data.dataset import verify_dataset
     from ..data.ingest import DataError
 
@@ -41,9 +45,10 @@ def resolve_dataset(registry, dataset: str) -> Path:
     try:
         path = registry.dataset_path(name, version or None)
     except Exception:
-        path = Path(dataset).expanduser()
-    if not path.exists():
-        raise JobFailed(f"dataset {dataset!r} is neither a registered dataset nor a path on this worker")
+        try:
+            path = resolve_in_data_root(dataset, data_root)
+        except (FileNotFoundError, OutsideDataRoot) as e:
+            raise JobFailed(f"dataset {dataset!r} is neither a registered dataset nor a path inside the data root: {e}") from None
     if path.is_dir():
         try:
             verify_dataset(path)
@@ -62,7 +67,8 @@ def _last_checkpoint_step(run_dir: Path) -> int:
 
 
 def run_job(job_id: str) -> dict:
-    registry = load_settings(RegistrySettings).open()
+    settings = load_settings(RegistrySettings)
+    registry = settings.open()
     store = JobStore(registry)
     job = store.get(job_id)
     if job.state in FINAL:
@@ -75,7 +81,11 @@ def run_job(job_id: str) -> dict:
     log = _Logger(store, job_id, work)
     log(f"attempt {job.attempts} on recipe {job.recipe}, dataset {job.dataset}")
     try:
-        dataset = resolve_dataset(registry, job.dataset)
+        if job.recipe == DATASET_BUILD:
+            outcome = build_uploaded_dataset(registry, job, work, settings.data_root, log)
+            return store.finish(job_id, "succeeded", result=outcome).result
+        _check_memory(job)
+        dataset = resolve_dataset(registry, job.dataset, settings.data_root)
         # a resumed attempt: forget metrics recorded after the checkpoint it resumes from
         resume_step = _last_checkpoint_step(work / "run")
         if resume_step:
@@ -104,6 +114,41 @@ def run_job(job_id: str) -> dict:
         return {"state": "failed", "error": message}
     finally:
         registry.close()
+
+
+def _check_memory(job) -> None:
+    """A job too big for this worker fails at once with the estimate, not by the kernel's hand."""
+    from omniforge_shared.jobs.queue import TrainingSettings
+
+    queue = job.resources.get("queue", "cpu")
+    params = RECIPE_SPECS[job.recipe].params.model_validate(job.params)
+    limit = load_settings(TrainingSettings).worker_memory_bytes(queue)
+    problem = memory_problem(params, limit, where=f"this {queue} worker may use")
+    if problem:
+        raise JobFailed(problem)
+
+
+def build_uploaded_dataset(registry, job, work: Path, data_root: Path, log) -> dict:
+    """A `dataset-build` job: the uploaded file (job.dataset, inside the data root) is cleaned,
+    split and tokenized into a dataset registered as job.model_name."""
+    from omniforge_shared.data_root import resolve_in_data_root
+
+    from ..data.dataset import build_dataset
+    from ..data.ingest import DataError
+
+    p = DatasetBuildParams.model_validate(job.params)
+    source = resolve_in_data_root(job.dataset, data_root)
+    out = work / "dataset"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        manifest = build_dataset([source], out, name=job.model_name, tokenizer=p.tokenizer,
+                                 vocab_size=p.vocab_size, val_fraction=p.val_fraction, seed=p.seed,
+                                 language=p.language or None, text_field=p.text_field, log=log)
+    except DataError as e:
+        raise JobFailed(f"the upload could not be built into a dataset: {e}") from None
+    row = registry.register_dataset(out, name=job.model_name)
+    log(f"registered dataset {row.name}:{row.version} ({manifest['counts']})")
+    return {"dataset": row.name, "version": row.version, "counts": manifest["counts"]}
 
 
 def _export_and_register(registry, store: JobStore, job_id: str, result, dataset: Path, log) -> dict:
@@ -232,6 +277,7 @@ class _MetricsRecorder:
             with open(self.csv_path, "w", newline="") as f:
                 csv.writer(f).writerows(kept)
         self.writer = None
+        self._last: tuple[int, float] | None = None      # (step, when) of the previous report
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -240,6 +286,10 @@ class _MetricsRecorder:
             pass
 
     def report(self, step: int, total: int, eta: float | None, metrics: dict) -> None:
+        now = time.monotonic()
+        if self._last is not None and step > self._last[0]:
+            metrics = {**metrics, "steps_per_s": (step - self._last[0]) / (now - self._last[1])}
+        self._last = (step, now)
         self.store.progress(self.job_id, step=step, eta_s=eta, metrics=metrics, max_steps=total)
         new = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as f:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .specs import RECIPE_SPECS, validate_params
+from omniforge_shared.jobs.specs import RECIPE_SPECS, validate_params
 
 
 @dataclass

@@ -1,18 +1,65 @@
-"""A training worker: `omniforge worker --queues cpu` (or `python -m omniforge_training.jobs.worker`)."""
+"""A training worker: `omniforge worker --queues cpu` (or `python -m omniforge_training.jobs.worker`).
+
+It exports Prometheus metrics on OMNIFORGE_WORKER_METRICS_PORT (default 9102): the jobs in
+each state and the step rate of each running job, read from the job store at scrape time.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import socket
 
-from .celery_app import QUEUES, make_celery
+from omniforge_shared.jobs.queue import QUEUES
+from omniforge_shared.jobs.store import STATES, JobStore
+from omniforge_shared.logs import setup_logging
+from omniforge_shared.metrics import Metrics
+from omniforge_shared.registry_settings import RegistrySettings
+from omniforge_shared.settings import load_settings
+
+from .celery_app import make_celery
+
+logger = logging.getLogger("omniforge.worker")
+
+
+class JobCollector:
+    """omniforge_worker_jobs{state} and omniforge_worker_step_rate_steps_per_second{job, model}."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.registry = None
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        if self.registry is None:
+            self.registry = load_settings(RegistrySettings).open()
+        store = JobStore(self.registry)
+        jobs = GaugeMetricFamily(self.metrics.name("jobs"), "training jobs by state (the latest 1000)",
+                                 labels=["state"])
+        rate = GaugeMetricFamily(self.metrics.name("step_rate_steps_per_second"), "steps a second of running jobs",
+                                 labels=["job", "model"])
+        recent = store.list(limit=1000)
+        for state in STATES:
+            jobs.add_metric([state], sum(j.state == state for j in recent))
+        for job in recent:
+            if job.state == "running" and "steps_per_s" in job.metrics:
+                rate.add_metric([job.id, job.model_name], job.metrics["steps_per_s"])
+        yield jobs
+        yield rate
+
+    def describe(self):
+        return []
 
 
 def run_worker(*, queues: str = "cpu", concurrency: int = 1, loglevel: str = "INFO") -> None:
     unknown = [q for q in queues.split(",") if q not in QUEUES]
     if unknown:
         raise SystemExit(f"unknown queue(s) {unknown}; use a comma-separated list of {list(QUEUES)}")
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("worker", level=getattr(logging, loglevel))
+    metrics = Metrics("worker")
+    metrics.registry.register(JobCollector(metrics))
+    metrics.serve(os.environ.get("OMNIFORGE_WORKER_METRICS_HOST", "127.0.0.1"),
+                  int(os.environ.get("OMNIFORGE_WORKER_METRICS_PORT", "9102")))
     app = make_celery()
     app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", loglevel,
                      "-n", f"omniforge-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}",

@@ -1,30 +1,45 @@
-"""The models a text service serves: one engine per (name, version)."""
+"""The models a service serves, keyed by name: one engine per model, built by the service's
+engine factory from a bundle of the service's task.
+
+Models come from a bundle folder or from the registry's production versions. A bundle that
+cannot load is skipped (logged once, retried once it is registered again) and the others
+are served. A newer production version is swapped in: new requests go to its engine, and
+requests in flight finish on the old one (`engine.retire()`).
+"""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
-from omniforge_shared.backends import load_decoder
 from omniforge_shared.bundle import Bundle, load_bundle
-from omniforge_shared.tokenizer import load_tokenizer
-
-from .engine import TextEngine
-from .settings import TextServiceSettings
+from omniforge_shared.metrics import Metrics
 
 logger = logging.getLogger(__name__)
-TASK = "text-generation"
 
 
 class ModelNotFound(LookupError):
     pass
 
 
+class Engine(Protocol):
+    backend_name: str
+
+    def retire(self) -> None:
+        """Finish what is in flight, then stop (a newer version took over)."""
+
+    def stop(self) -> None: ...
+
+    def gauges(self) -> dict[str, float]:
+        """Point-in-time figures exported as omniforge_<component>_<name>{model, version}."""
+
+
 @dataclass
 class LoadedModel:
     bundle: Bundle
-    engine: TextEngine
-    backend: str
+    engine: Engine
 
     @property
     def name(self) -> str:
@@ -34,39 +49,46 @@ class LoadedModel:
     def version(self) -> str:
         return self.bundle.version
 
+    @property
+    def backend(self) -> str:
+        return self.engine.backend_name
+
+
+# (bundle, pool) -> engine; the pool gives access to the service's settings and registry
+EngineFactory = Callable[[Bundle, "ModelPool"], Engine]
+
 
 class ModelPool:
-    def __init__(self, settings: TextServiceSettings) -> None:
+    def __init__(self, settings, *, task: str, engine_factory: EngineFactory, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.task = task
+        self.engine_factory = engine_factory
+        self.metrics = metrics or Metrics("service")
         self.models: dict[str, LoadedModel] = {}      # name -> the version served by default
         self.default: str | None = None
         self.registry = None                          # set when models come from the registry
         self.swaps = 0
         # "name:version" -> (the manifest checksum that failed, why): retried once re-registered
         self.unservable: dict[str, tuple[str, str]] = {}
+        self._load_seconds = self.metrics.histogram("model_load_seconds", "time to load a model",
+                                                    ["model", "version"])
+        self._swaps = self.metrics.counter("model_swaps_total", "served versions replaced by newer ones", ["model"])
+        self.metrics.registry.register(_EngineGauges(self))
 
     def load(self, bundle: Bundle) -> LoadedModel:
-        if bundle.task != TASK:
-            raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, not {TASK!r}")
-        s = self.settings
-        base = None
-        if s.adapters == "adapter" and "base_model" in bundle.manifest:
-            if s.backend != "torch" or self.registry is None:
-                raise ValueError("serving an adapter unmerged needs OMNIFORGE_TEXT_BACKEND=torch and the registry")
-            ref = bundle.manifest["base_model"]
-            base = self.registry.bundle(ref["name"], ref["version"])
-        backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8, triton_url=s.triton_url,
-                               base_bundle=base)
-        engine = TextEngine(backend, load_tokenizer(bundle.file("tokenizer")),
-                            max_batch_size=s.max_batch_size, max_tokens_limit=s.max_tokens_limit)
-        loaded = LoadedModel(bundle, engine, backend.name)
+        if bundle.task != self.task:
+            raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, not {self.task!r}")
+        start = time.perf_counter()
+        loaded = LoadedModel(bundle, self.engine_factory(bundle, self))
+        self._load_seconds.labels(bundle.name, bundle.version).observe(time.perf_counter() - start)
         old = self.models.get(bundle.name)
         self.models[bundle.name] = loaded             # new requests go to the new engine from here
         self.default = self.default or bundle.name
         if old is not None:
             old.engine.retire()                       # in-flight requests finish on the old one
             self.swaps += 1
-        logger.info("serving %s:%s with %s", bundle.name, bundle.version, backend.name)
+            self._swaps.labels(bundle.name).inc()
+        logger.info("serving %s:%s with %s", bundle.name, bundle.version, loaded.backend)
         return loaded
 
     def load_configured(self) -> None:
@@ -82,13 +104,13 @@ class ModelPool:
         self.registry.upgrade()
         self.refresh()
         if not self.models:
-            logger.warning("no text-generation model is registered; run `omniforge bootstrap`")
+            logger.warning("no %s model is registered; run `omniforge bootstrap`", self.task)
 
     def refresh(self) -> list[str]:
         """Loads every model whose production version is not the one served; returns what changed."""
         if self.registry is None:
             return []
-        names = self.settings.models or sorted({v.name for v in self.registry.list_versions() if v.task == TASK})
+        names = self.settings.models or sorted({v.name for v in self.registry.list_versions() if v.task == self.task})
         changed = []
         for name in names:
             try:
@@ -128,3 +150,26 @@ class ModelPool:
             loaded.engine.stop()
         if self.registry is not None:
             self.registry.close()
+
+
+class _EngineGauges:
+    """Each served engine's gauges, read at scrape time."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        families: dict[str, GaugeMetricFamily] = {}
+        for loaded in list(self.pool.models.values()):
+            for what, value in loaded.engine.gauges().items():
+                family = families.get(what)
+                if family is None:
+                    family = families[what] = GaugeMetricFamily(self.pool.metrics.name(what), what.replace("_", " "),
+                                                                 labels=["model", "version"])
+                family.add_metric([loaded.name, loaded.version], value)
+        yield from families.values()
+
+    def describe(self):
+        return []   # names depend on the engines loaded: collected, not declared

@@ -1,11 +1,20 @@
-"""Development backend: runs the bundle's safetensors weights in eager torch."""
+"""Development backend: runs the bundle's safetensors weights in eager torch.
+
+It needs the training code's model and LoRA loader, so it lives here and the shared floor
+finds it by name: the `omniforge.decoder_backends` entry point `torch` (pyproject.toml).
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from omniforge_shared.backends.base import DecoderSpec, KVCache
 from omniforge_shared.bundle import Bundle
 
-from .base import DecoderSpec, KVCache
+
+def load(bundle: Bundle, spec: DecoderSpec, *, threads: int = 0, base_bundle: Bundle | None = None,
+         **_) -> "TorchDecoder":
+    """The entry point's factory: `load_decoder(bundle, backend="torch", ...)` calls it."""
+    return TorchDecoder(bundle, spec, threads=threads, base_bundle=base_bundle)
 
 
 class TorchDecoder:
@@ -15,14 +24,15 @@ class TorchDecoder:
                  base_bundle: Bundle | None = None) -> None:
         """With `base_bundle`, an adapter bundle is served unmerged: base weights + LoRA adapter."""
         import torch
-        from omniforge_training.export_onnx import load_trained
+
+        from .export_onnx import load_trained
 
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
         self.spec = spec
         if base_bundle is not None and bundle.has("adapter"):
-            from omniforge_training.finetune_lora import load_with_adapter
+            from .finetune_lora import load_with_adapter
 
             self.model = load_with_adapter(bundle, base_bundle)
             return

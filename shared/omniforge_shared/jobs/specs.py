@@ -34,6 +34,21 @@ class TextLMParams(BaseModel):
     int8: bool = Field(True, description="also export an INT8 graph and report its perplexity change")
     promote: bool = Field(False, description="put the model in production if it passes the gate")
 
+    def memory_bytes(self) -> dict[str, int]:
+        """Estimated peak memory of one training step, fp32, by part.
+
+        weights, gradients and AdamW's two moments: 16 bytes a parameter; activations kept for
+        the backward pass: per layer B*T*C*(34 + 5*nh*T/C) bytes at 16 bits (Korthikanti et al.
+        2022), the second term being the (B, nh, T, T) attention scores, doubled for fp32;
+        logits and their gradient: about 3*B*T*V floats.
+        """
+        L, C, T, B, V, nh = self.n_layer, self.n_embd, self.block_size, self.batch_size, self.vocab_size, self.n_head
+        params = 12 * L * C * C + V * C                       # blocks + tied embedding
+        parts = {"weights_and_optimizer": 16 * params,
+                 "activations": 2 * L * B * T * C * (34 + 5 * nh * T // C),
+                 "logits": 3 * 4 * B * T * V}
+        return {**parts, "total": sum(parts.values())}
+
     @model_validator(mode="after")
     def _heads_divide_width(self):
         if self.n_embd % self.n_head:
@@ -79,11 +94,46 @@ class RecipeSpec(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
 
+class DatasetBuildParams(BaseModel):
+    """How an uploaded file becomes a token dataset (the `dataset-build` job of POST /datasets)."""
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: Literal["char", "bpe"] = "bpe"
+    vocab_size: int = Field(4096, ge=256, le=65535)
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5)
+    language: str | None = Field("en", description="keep only this language; null = all")
+    text_field: str = Field("text", description="the JSONL field or Parquet column holding the text")
+    seed: int = Field(1337, ge=0)
+
+
+# a job that builds and registers a dataset from an upload, run by the same workers
+DATASET_BUILD = "dataset-build"
+
 # name -> spec; image and audio recipes add themselves here from their own issues
 RECIPE_SPECS: dict[str, RecipeSpec] = {
     "text-lm": RecipeSpec(name="text-lm", task="text-generation", params=TextLMParams),
     "text-lora": RecipeSpec(name="text-lora", task="text-generation", params=TextLoRAParams),
 }
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+def memory_problem(params: BaseModel, limit_bytes: int, *, where: str) -> str | None:
+    """Why a job with these parameters cannot fit in `limit_bytes`, or None when it can."""
+    if not hasattr(params, "memory_bytes"):
+        return None
+    need = params.memory_bytes()
+    if need["total"] <= limit_bytes:
+        return None
+    parts = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in need.items() if k != "total")
+    return (f"this job needs about {format_bytes(need['total'])} of memory to train ({parts}); {where} "
+            f"{format_bytes(limit_bytes)}: lower batch_size, block_size, n_layer or n_embd")
 
 
 def validate_params(recipe: str, params: dict) -> BaseModel:

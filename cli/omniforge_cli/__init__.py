@@ -1,0 +1,1 @@
+"""`omniforge`, the command line: one module per command group, assembled in `main`."""

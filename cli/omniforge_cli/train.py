@@ -1,0 +1,81 @@
+"""`omniforge train text | starter`: train in this process (the job commands are in jobs.py)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .context import err, fail
+
+app = typer.Typer(help="Train a model.", no_args_is_help=True)
+
+
+@app.command("text")
+def train_text_cmd(
+    data: Optional[str] = typer.Option(None, help="text file or token dataset folder"),
+    val_data: Optional[str] = typer.Option(None, help="validation text file (default: last 10% of --data)"),
+    out: Optional[str] = typer.Option(None, help="run folder (checkpoints, weights, metrics)"),
+    config: Optional[Path] = typer.Option(None, help="JSON or TOML file with any of these settings"),
+    tokenizer: Optional[str] = typer.Option(None, help="char | bpe"),
+    vocab_size: Optional[int] = typer.Option(None),
+    n_layer: Optional[int] = typer.Option(None), n_head: Optional[int] = typer.Option(None),
+    n_embd: Optional[int] = typer.Option(None), block_size: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None), grad_accum: Optional[int] = typer.Option(None),
+    max_iters: Optional[int] = typer.Option(None), lr: Optional[float] = typer.Option(None),
+    min_lr: Optional[float] = typer.Option(None), warmup_iters: Optional[int] = typer.Option(None),
+    weight_decay: Optional[float] = typer.Option(None), grad_clip: Optional[float] = typer.Option(None),
+    dropout: Optional[float] = typer.Option(None), seed: Optional[int] = typer.Option(None),
+    eval_interval: Optional[int] = typer.Option(None), checkpoint_interval: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    threads: Optional[int] = typer.Option(None, help="torch threads (0 = all cores)"),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="continue from out/ckpt.pt"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a GPT text model; prints one JSON line (val_loss, train_loss, tokens_per_s, wall_s)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_text import TrainConfig, train_text
+
+    flags = {k: v for k, v in dict(
+        data=data, val_data=val_data, out=out, tokenizer=tokenizer, vocab_size=vocab_size, n_layer=n_layer,
+        n_head=n_head, n_embd=n_embd, block_size=block_size, batch_size=batch_size, grad_accum=grad_accum,
+        max_iters=max_iters, lr=lr, min_lr=min_lr, warmup_iters=warmup_iters, weight_decay=weight_decay,
+        grad_clip=grad_clip, dropout=dropout, seed=seed, eval_interval=eval_interval,
+        checkpoint_interval=checkpoint_interval, device=device, threads=threads, resume=resume).items()
+        if v is not None}
+    try:
+        cfg = TrainConfig.from_file(config, **flags) if config else TrainConfig(**flags)
+        if not cfg.data:
+            fail("give --data (a text file or a dataset folder) or a --config that sets it")
+        summary = train_text(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    if os.environ.get("RANK", "0") == "0":   # under torchrun, one JSON line from rank 0
+        print(json.dumps(summary), flush=True)
+
+
+@app.command("starter")
+def train_starter(data: Path = typer.Option(Path("data/starter-corpus"), help="built by `omniforge data starter`"),
+                  out: Path = typer.Option(Path("runs/text-starter"), help="run folder"),
+                  max_iters: Optional[int] = typer.Option(None, help="override the recipe's step count"),
+                  package: Optional[str] = typer.Option(None, help="write the result as the committed starter, "
+                                                                   "with this version")):
+    """Train the starter text model with the recipe it was trained with (resumable)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.starter import STARTER_RECIPE
+    from omniforge_training.train_text import TrainConfig, train_text
+
+    recipe = dict(STARTER_RECIPE, **({"max_iters": max_iters} if max_iters else {}))
+    try:
+        summary = train_text(TrainConfig(data=str(data), out=str(out), **recipe),
+                             log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    if package:
+        from omniforge_training.starter import STARTER_TEXT_DIR, package_starter
+
+        package_starter(out, data, version=package)
+        err.print(f"starter written to {STARTER_TEXT_DIR}")
+    print(json.dumps(summary), flush=True)
