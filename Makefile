@@ -33,8 +33,16 @@ run: install
 test: install triton-env
 	$(PY) -m pytest tests
 
-bench: install
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench: install $(BENCH_STAMP)
 	$(PY) bench/run.py
+
+# bench-only extras: wrk (served throughput) and the pinned CTranslate2 reference
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(PIP) install -q -r bench/requirements.txt
+	touch $(BENCH_STAMP)
 
 protos: install
 	$(PY) protos/generate.py

@@ -4,6 +4,8 @@
   train    tokens/s of our trainer vs a plain training loop over transformers GPT2LMHeadModel
   quality  val loss of `omniforge train text` on tinyshakespeare with the reference recipe
   gateway  added latency of HTTP gateway + gRPC vs the engine in-process, next to a bare FastAPI echo
+  served   tokens/s delivered through gateway + text service under wrk load vs the engine alone (served.py)
+  ctranslate2  tokens/s of our engine vs CTranslate2's GPT2 generator, fp32 and int8 (ctranslate2_ref.py)
 
 Results are written as JSON under bench/results/.
 """
@@ -19,6 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ctranslate2_ref import bench_ctranslate2   # these two import helpers from here inside their functions
+from served import bench_served
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -47,6 +52,19 @@ def starter_bundle() -> Path:
 
 # ---- decode ------------------------------------------------------------------------------------
 
+async def engine_tokens_per_s(engine, prompts: list[str], params) -> float:
+    """tokens/s of one batch: every prompt generated at once, each to exactly params.max_tokens."""
+    async def one(p):
+        n = 0
+        async for piece in engine.generate(p, params):
+            n = piece.completion_tokens
+        return n
+    t = time.perf_counter()
+    counts = await asyncio.gather(*[one(p) for p in prompts])
+    assert all(c == params.max_tokens for c in counts), counts
+    return sum(counts) / (time.perf_counter() - t)
+
+
 def bench_decode(new_tokens: int = 128, prompt_tokens: int = 16, repeats: int = 3) -> dict:
     import numpy as np
     import torch
@@ -70,16 +88,8 @@ def bench_decode(new_tokens: int = 128, prompt_tokens: int = 16, repeats: int = 
     prompts = [tokenizer.decode(rng.integers(0, 256, prompt_tokens).tolist()) for _ in range(8)]
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
 
-    async def ours(batch: int, engine=engine) -> float:
-        async def one(p):
-            n = 0
-            async for piece in engine.generate(p, params):
-                n = piece.completion_tokens
-            return n
-        t = time.perf_counter()
-        counts = await asyncio.gather(*[one(p) for p in prompts[:batch]])
-        assert all(c == new_tokens for c in counts), counts
-        return sum(counts) / (time.perf_counter() - t)
+    def ours(batch: int, engine=engine):
+        return engine_tokens_per_s(engine, prompts[:batch], params)
 
     def theirs(batch: int) -> float:
         ids = torch.randint(0, cfg["vocab_size"], (batch, prompt_tokens))
@@ -300,7 +310,8 @@ async def _grpc_round_trips(address: str, n: int) -> list[float]:
         return out
 
 
-BENCHES = {"decode": bench_decode, "train": bench_train, "quality": bench_quality, "gateway": bench_gateway}
+BENCHES = {"decode": bench_decode, "train": bench_train, "quality": bench_quality, "gateway": bench_gateway,
+           "served": bench_served, "ctranslate2": bench_ctranslate2}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

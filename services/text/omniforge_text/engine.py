@@ -45,6 +45,7 @@ class Piece:
     finish_reason: str = ""        # set on the last piece: "length" | "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    first_token_at: float = 0.0    # time.perf_counter() when the first token was sampled
 
 
 @dataclass
@@ -58,6 +59,10 @@ class Sequence:
     ids: list[int] = field(default_factory=list)     # prompt + generated
     text: str = ""                                   # generated text so far
     sent: int = 0                                    # characters of `text` already handed out
+    stream: bool = True                              # False: one piece, at the end
+    submitted_step: int = 0                          # the engine's step count when it was queued
+    first_token_at: float = 0.0
+    handed_out_at: float = 0.0                       # when the last piece was handed out
     cancelled: bool = False
     finish_reason: str = ""
 
@@ -79,11 +84,19 @@ class Sequence:
 
 class TextEngine:
     def __init__(self, backend: DecoderBackend, tokenizer: Tokenizer, *, max_batch_size: int = 16,
-                 max_tokens_limit: int | None = None) -> None:
+                 max_tokens_limit: int | None = None, stream_interval_s: float = 0.0,
+                 prefill_delay_steps: int = 0) -> None:
+        """`stream_interval_s`: a streamed sequence hands out its text at most this often (its
+        first piece at once), so a busy server sends a few tokens a message instead of one.
+        `prefill_delay_steps`: while sequences run, waiting requests are admitted once the
+        oldest has waited this many steps (or at once when they fill the free rows), so one
+        prefill step serves several arrivals instead of one each."""
         self.backend = backend
         self.spec = backend.spec
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.stream_interval_s = stream_interval_s
+        self.prefill_delay_steps = prefill_delay_steps
         self.context_length = self.spec.context_length
         self.max_tokens_limit = min(max_tokens_limit or self.context_length, self.context_length)
         self._waiting: queue.Queue[Sequence] = queue.Queue()
@@ -130,8 +143,10 @@ class TextEngine:
             raise InvalidRequest(f"prompt ({n} tokens) + max_tokens ({params.max_tokens}) exceeds the context "
                                  f"of {self.context_length} tokens; send max_tokens <= {self.context_length - n}")
 
-    async def generate(self, prompt: str, params: SamplingParams) -> AsyncIterator[Piece]:
-        """Yields text pieces as they are decoded; the last one carries finish_reason.
+    async def generate(self, prompt: str, params: SamplingParams, *, stream: bool = True) -> AsyncIterator[Piece]:
+        """Yields text pieces as they are decoded; the last one carries finish_reason. Pieces
+        that arrive while the caller is busy come merged into one. With stream=False the
+        whole text comes as one piece at the end (no hand-off per token).
 
         Closing the iterator early (client gone) cancels the sequence at the next step.
         """
@@ -142,7 +157,7 @@ class TextEngine:
         loop = asyncio.get_running_loop()
         seq = Sequence(prompt_ids=prompt_ids, params=params, loop=loop, out=asyncio.Queue(),
                        rng=np.random.default_rng(params.seed), decoder=IncrementalDecoder(self.tokenizer),
-                       ids=list(prompt_ids))
+                       ids=list(prompt_ids), stream=stream, submitted_step=self.steps)
         with self._submit_lock:   # never enqueue behind the scheduler's last drain
             if self._stopping:
                 raise EngineStopped("engine is shutting down")
@@ -150,9 +165,7 @@ class TextEngine:
         self._wake.set()
         try:
             while True:
-                piece = await seq.out.get()
-                if isinstance(piece, BaseException):
-                    raise piece
+                piece = _merged(await seq.out.get(), seq.out)
                 yield piece
                 if piece.finish_reason:
                     return
@@ -231,9 +244,11 @@ class TextEngine:
     def _step(self) -> None:
         self._drop_cancelled()
         # 1. admit waiting requests: prefill their prompts together. Never twice in a row while
-        # others run, so a steady stream of arrivals cannot starve the running sequences
+        # others run, so a steady stream of arrivals cannot starve the running sequences, and
+        # not for a lone arrival that has waited fewer than prefill_delay_steps (a prefill step
+        # costs about what a decode step does, so it should serve several)
         room = self.max_batch_size - len(self._running)
-        if self._prefilled_last and self._running:
+        if self._running and (self._prefilled_last or not self._admission_due(room)):
             room = 0
         new = []
         while room > 0:
@@ -252,6 +267,12 @@ class TextEngine:
             self._decode()
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(self._running))
+
+    def _admission_due(self, room: int) -> bool:
+        waiting = list(self._waiting.queue)           # a snapshot; submitters only append
+        if not waiting:
+            return False
+        return len(waiting) >= room or self.steps - waiting[0].submitted_step >= self.prefill_delay_steps
 
     def _prefill(self, new: list[Sequence]) -> None:
         """Runs the prompts in the next free cache rows, samples each one's first token."""
@@ -275,6 +296,7 @@ class TextEngine:
     def _advance(self, seqs: list[Sequence], last_logits: np.ndarray, rows) -> None:
         """Samples one token per sequence, emits its text, retires finished sequences."""
         finished, out = [], []
+        now = time.perf_counter()
         greedy = last_logits.argmax(-1).tolist()       # one call for every plain greedy row
         for seq, row, logits, best in zip(seqs, rows, last_logits, greedy):
             p = seq.params
@@ -284,6 +306,7 @@ class TextEngine:
                 seen = np.array(seq.ids, np.int64) if p.repetition_penalty != 1.0 else None
                 token = sample_token(logits, p, seq.rng, seen)
             seq.ids.append(token)
+            seq.first_token_at = seq.first_token_at or now
             if token == self.tokenizer.eos_id and not seq.params.ignore_eos:
                 seq.finish_reason = "stop"
             else:
@@ -291,9 +314,11 @@ class TextEngine:
                 self._check_stop(seq)
             if not seq.finish_reason and seq.generated >= seq.params.max_tokens:
                 seq.finish_reason = "length"
-            piece = self._piece(seq)
-            if piece is not None:
-                out.append((seq, piece))
+            if seq.finish_reason or (seq.stream and now - seq.handed_out_at >= self.stream_interval_s):
+                piece = self._piece(seq)
+                if piece is not None:
+                    seq.handed_out_at = now
+                    out.append((seq, piece))
             if seq.finish_reason:
                 finished.append(row)
         self._pending.extend(out)
@@ -326,7 +351,7 @@ class TextEngine:
         if not piece and not seq.finish_reason:
             return None
         seq.sent = max(seq.sent, upto)
-        return Piece(piece, seq.finish_reason, len(seq.prompt_ids), seq.generated)
+        return Piece(piece, seq.finish_reason, len(seq.prompt_ids), seq.generated, seq.first_token_at)
 
     def _drop_cancelled(self) -> None:
         gone = {i for i, s in enumerate(self._running) if s.cancelled}
@@ -357,6 +382,19 @@ def _deliver(pieces: list[tuple[Sequence, Piece]]) -> None:
             for seq, _ in pieces:
                 if seq.loop is loop:
                     seq.cancelled = True
+
+
+def _merged(piece, out: asyncio.Queue) -> Piece:
+    """`piece` joined with the pieces already waiting behind it (raises an error handed out)."""
+    if isinstance(piece, BaseException):
+        raise piece
+    while not piece.finish_reason and not out.empty():
+        nxt = out.get_nowait()
+        if isinstance(nxt, BaseException):
+            raise nxt
+        piece = Piece(piece.text + nxt.text, nxt.finish_reason, nxt.prompt_tokens, nxt.completion_tokens,
+                      piece.first_token_at)
+    return piece
 
 
 def _put_all(items) -> None:

@@ -64,4 +64,7 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         keep[order[:cutoff]] = True
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum()
-    return int(rng.choice(probs.size, p=probs))
+    # 5. draw by inverse CDF: what rng.choice(p=probs) does with the same one uniform draw,
+    # without its checks of p (a tenth of a decode step at batch 8)
+    cdf = np.cumsum(probs)
+    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1)

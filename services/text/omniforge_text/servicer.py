@@ -41,7 +41,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
 
     async def Generate(self, request, context):
         text, last, loaded = [], None, None
-        async for piece, loaded in self._pieces(request, context):
+        async for piece, loaded in self._pieces(request, context, stream=False):
             text.append(piece.text)
             last = piece
         return text_pb2.GenerateResponse(
@@ -58,34 +58,33 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                 chunk.usage.completion_tokens = piece.completion_tokens
             yield chunk
 
-    async def _pieces(self, request, context):
+    async def _pieces(self, request, context, *, stream: bool = True):
         start = time.perf_counter()
         loaded = await self._model(request.model, context)
         labels = (loaded.name, loaded.version)
-        first = last = None
         try:
             params = to_params(request.sampling)
-            stream = loaded.engine.generate(request.prompt, params)
+            pieces = loaded.engine.generate(request.prompt, params, stream=stream)
             try:
-                async for piece in stream:
-                    last = time.perf_counter()
-                    if first is None:
-                        first = last
-                        self.ttft.labels(*labels).observe(first - start)
+                async for piece in pieces:
                     if piece.finish_reason:
-                        self._finished(labels, piece.completion_tokens, last - first)
+                        self._finished(labels, piece, start)
                     yield piece, loaded
             finally:
-                await stream.aclose()   # a cancelled RPC cancels the sequence in the engine
+                await pieces.aclose()   # a cancelled RPC cancels the sequence in the engine
         except InvalidRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except EngineStopped as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
 
-    def _finished(self, labels, tokens: int, decode_s: float) -> None:
+    def _finished(self, labels, piece, start: float) -> None:
+        """Time to first token and inter-token latency, from when the engine sampled them."""
+        tokens = piece.completion_tokens
         self.tokens.labels(*labels).inc(tokens)
-        if tokens > 1:
-            self.itl.labels(*labels).observe(decode_s / (tokens - 1))
+        if piece.first_token_at:
+            self.ttft.labels(*labels).observe(piece.first_token_at - start)
+            if tokens > 1:
+                self.itl.labels(*labels).observe((time.perf_counter() - piece.first_token_at) / (tokens - 1))
 
     async def Score(self, request, context):
         loaded = await self._model(request.model, context)

@@ -18,8 +18,17 @@ class TextServiceSettings(ServiceSettings):
     backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"   # torch: with omniforge-training
     triton_url: str = "127.0.0.1:8001"                 # Triton's gRPC address, for backend=triton
     int8: bool = False
+    # onnxruntime's worker threads spin between ops: a little faster alone, but on a small machine
+    # they take the CPU that the service's gRPC work and the gateway need (measured: bench served)
+    spin_wait: bool = False
     # LoRA bundles: "merged" serves their merged ONNX graph; "adapter" (torch backend) puts the
     # adapter on top of its base model's weights
     adapters: Literal["merged", "adapter"] = "merged"
     max_batch_size: int = Field(16, ge=1, le=256)
     max_tokens_limit: int = Field(1024, ge=1)
+    # a stream hands out its new text at most this often (the first piece at once): under load a
+    # message carries a few tokens instead of one (0 = every token its own message)
+    stream_interval_ms: float = Field(20.0, ge=0, le=1000)
+    # while sequences run, a waiting request is admitted once it has waited this many decode
+    # steps (or at once when the waiting fill the free rows): one prefill step for several
+    prefill_delay_steps: int = Field(4, ge=0, le=64)

@@ -23,12 +23,14 @@ def available_backends() -> list[str]:
 
 def load_decoder(bundle: Bundle, *, backend: str = "onnxruntime", threads: int = 0,
                  int8: bool = False, triton_url: str = "127.0.0.1:8001",
-                 base_bundle: Bundle | None = None) -> DecoderBackend:
+                 base_bundle: Bundle | None = None, spin_wait: bool = True) -> DecoderBackend:
+    """`spin_wait` (onnxruntime): worker threads spin between ops instead of sleeping."""
     spec = DecoderSpec.from_bundle(bundle)
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxDecoder
 
-        return OnnxDecoder(bundle.file("model-int8" if int8 else "model"), spec, threads=threads)
+        return OnnxDecoder(bundle.file("model-int8" if int8 else "model"), spec, threads=threads,
+                           spin_wait=spin_wait)
     if backend == "triton":
         from .triton_backend import TritonDecoder
 

@@ -20,7 +20,7 @@ class OnnxDecoder:
     name = "onnxruntime"
     KEEP_BINDINGS = 4
 
-    def __init__(self, path: Path, spec: DecoderSpec, *, threads: int = 0,
+    def __init__(self, path: Path, spec: DecoderSpec, *, threads: int = 0, spin_wait: bool = True,
                  session: ort.InferenceSession | None = None) -> None:
         """`session`: one already made for `path` (other execution providers), else a CPU one."""
         self.spec = spec
@@ -30,6 +30,8 @@ class OnnxDecoder:
                 opts.intra_op_num_threads = threads
                 opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if not spin_wait:
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.session = session
         self._cache_names = cache_io_names(spec.n_layer)

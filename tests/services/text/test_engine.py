@@ -182,3 +182,87 @@ async def test_a_stream_of_arrivals_does_not_starve_running_sequences(tiny_bundl
     done_shorts = [i for i, e in enumerate(events) if e[0] == "short"]
     tokens_by_half = max([n for kind, n in events[:done_shorts[9]] if kind == "long"], default=0)
     assert tokens_by_half >= 8, events       # about one token per admission (3 without alternating)
+
+
+async def test_a_unary_request_gets_one_piece_with_the_streamed_text(engine):
+    params = SamplingParams(max_tokens=25, temperature=0.9, seed=4)
+    streamed = [p async for p in engine.generate("HAMLET:\n", params)]
+    whole = [p async for p in engine.generate("HAMLET:\n", params, stream=False)]
+    assert len(streamed) > 1 and len(whole) == 1
+    assert whole[0].text == "".join(p.text for p in streamed) and whole[0].completion_tokens == 25
+    assert 0 < whole[0].first_token_at
+
+
+async def test_a_stream_interval_sends_a_few_tokens_a_message(tiny_bundle):
+    bundle = load_bundle(tiny_bundle)
+    eng = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")),
+                     stream_interval_s=10.0)
+    try:
+        pieces = [p async for p in eng.generate("HAMLET:\n", SamplingParams(max_tokens=30, temperature=0))]
+    finally:
+        eng.stop()
+    # the first piece at once (time to first token is not delayed), the rest at the end
+    assert len(pieces) == 2 and pieces[-1].finish_reason == "length"
+    assert "".join(p.text for p in pieces) == (await complete_in(tiny_bundle, "HAMLET:\n"))
+
+
+async def complete_in(tiny_bundle, prompt):
+    bundle = load_bundle(tiny_bundle)
+    eng = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")))
+    try:
+        return (await complete(eng, prompt, max_tokens=30, temperature=0))[0]
+    finally:
+        eng.stop()
+
+
+async def test_a_prefill_delay_admits_arrivals_together(tiny_bundle):
+    """While a sequence runs, arrivals a step apart share one prefill step instead of one each."""
+    bundle = load_bundle(tiny_bundle)
+    counts = {}
+    for delay in (0, 6):
+        eng = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")),
+                         max_batch_size=8, prefill_delay_steps=delay)
+        prefills = []
+        forward = eng.backend.forward
+        eng.backend.forward = lambda ids, *a: (prefills.append(ids.shape) if ids.shape[1] > 1 else None,
+                                               forward(ids, *a))[1]
+        try:
+            running = asyncio.ensure_future(complete(eng, "HAMLET:\n", max_tokens=40, temperature=0,
+                                                     ignore_eos=True))
+            while not eng._running:
+                await asyncio.sleep(0.001)
+            before = len(prefills)
+            arrivals = []
+            for _ in range(4):                   # four arrivals, about a step apart
+                arrivals.append(asyncio.ensure_future(complete(eng, "To be", max_tokens=3, temperature=0)))
+                step = eng.steps
+                while eng.steps == step:
+                    await asyncio.sleep(0.0005)
+            results = await asyncio.gather(*arrivals)
+            await running
+        finally:
+            eng.stop()
+        assert all(last.completion_tokens == 3 for _, last in results)
+        counts[delay] = len(prefills) - before
+    assert counts[6] < counts[0], counts
+
+
+def test_sampling_draws_what_rng_choice_draws_for_the_same_seed():
+    import numpy as np
+
+    from omniforge_text.sampling import sample_token
+
+    logits = np.random.default_rng(0).normal(size=4096).astype(np.float32) * 3
+    params = SamplingParams(temperature=0.8, top_k=50, top_p=0.9)
+    for seed in range(200):
+        ours = sample_token(logits, params, np.random.default_rng(seed))
+        # the same filtering, then numpy's own draw
+        z = logits.astype(np.float64) / 0.8
+        z[z < np.partition(z, -50)[-50]] = -np.inf
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        order = np.argsort(-p)
+        keep = order[:int(np.searchsorted(np.cumsum(p[order]), 0.9)) + 1]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        assert ours == np.random.default_rng(seed).choice(q.size, p=q / q.sum())
