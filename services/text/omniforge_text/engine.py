@@ -60,7 +60,6 @@ class Sequence:
     text: str = ""                                   # generated text so far
     sent: int = 0                                    # characters of `text` already handed out
     stream: bool = True                              # False: one piece, at the end
-    submitted_step: int = 0                          # the engine's step count when it was queued
     first_token_at: float = 0.0
     handed_out_at: float = 0.0                       # when the last piece was handed out
     cancelled: bool = False
@@ -84,19 +83,14 @@ class Sequence:
 
 class TextEngine:
     def __init__(self, backend: DecoderBackend, tokenizer: Tokenizer, *, max_batch_size: int = 16,
-                 max_tokens_limit: int | None = None, stream_interval_s: float = 0.0,
-                 prefill_delay_steps: int = 0) -> None:
+                 max_tokens_limit: int | None = None, stream_interval_s: float = 0.0) -> None:
         """`stream_interval_s`: a streamed sequence hands out its text at most this often (its
-        first piece at once), so a busy server sends a few tokens a message instead of one.
-        `prefill_delay_steps`: while sequences run, waiting requests are admitted once the
-        oldest has waited this many steps (or at once when they fill the free rows), so one
-        prefill step serves several arrivals instead of one each."""
+        first piece at once), so a busy server sends a few tokens a message instead of one."""
         self.backend = backend
         self.spec = backend.spec
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.stream_interval_s = stream_interval_s
-        self.prefill_delay_steps = prefill_delay_steps
         self.context_length = self.spec.context_length
         self.max_tokens_limit = min(max_tokens_limit or self.context_length, self.context_length)
         self._waiting: queue.Queue[Sequence] = queue.Queue()
@@ -157,7 +151,7 @@ class TextEngine:
         loop = asyncio.get_running_loop()
         seq = Sequence(prompt_ids=prompt_ids, params=params, loop=loop, out=asyncio.Queue(),
                        rng=np.random.default_rng(params.seed), decoder=IncrementalDecoder(self.tokenizer),
-                       ids=list(prompt_ids), stream=stream, submitted_step=self.steps)
+                       ids=list(prompt_ids), stream=stream)
         with self._submit_lock:   # never enqueue behind the scheduler's last drain
             if self._stopping:
                 raise EngineStopped("engine is shutting down")
@@ -244,11 +238,9 @@ class TextEngine:
     def _step(self) -> None:
         self._drop_cancelled()
         # 1. admit waiting requests: prefill their prompts together. Never twice in a row while
-        # others run, so a steady stream of arrivals cannot starve the running sequences, and
-        # not for a lone arrival that has waited fewer than prefill_delay_steps (a prefill step
-        # costs about what a decode step does, so it should serve several)
+        # others run, so a steady stream of arrivals cannot starve the running sequences
         room = self.max_batch_size - len(self._running)
-        if self._running and (self._prefilled_last or not self._admission_due(room)):
+        if self._prefilled_last and self._running:
             room = 0
         new = []
         while room > 0:
@@ -267,12 +259,6 @@ class TextEngine:
             self._decode()
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(self._running))
-
-    def _admission_due(self, room: int) -> bool:
-        waiting = list(self._waiting.queue)           # a snapshot; submitters only append
-        if not waiting:
-            return False
-        return len(waiting) >= room or self.steps - waiting[0].submitted_step >= self.prefill_delay_steps
 
     def _prefill(self, new: list[Sequence]) -> None:
         """Runs the prompts in the next free cache rows, samples each one's first token."""

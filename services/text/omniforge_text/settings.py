@@ -13,8 +13,6 @@ class TextServiceSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="OMNIFORGE_TEXT_", protected_namespaces=())
 
-    port: int = Field(50051, ge=0, le=65535)
-    metrics_port: int = Field(9101, ge=0, le=65535)
     backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"   # torch: with omniforge-training
     triton_url: str = "127.0.0.1:8001"                 # Triton's gRPC address, for backend=triton
     int8: bool = False
@@ -29,6 +27,3 @@ class TextServiceSettings(ServiceSettings):
     # a stream hands out its new text at most this often (the first piece at once): under load a
     # message carries a few tokens instead of one (0 = every token its own message)
     stream_interval_ms: float = Field(20.0, ge=0, le=1000)
-    # while sequences run, a waiting request is admitted once it has waited this many decode
-    # steps (or at once when the waiting fill the free rows): one prefill step for several
-    prefill_delay_steps: int = Field(4, ge=0, le=64)

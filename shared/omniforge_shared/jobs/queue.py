@@ -6,6 +6,7 @@ training code nor torch; training workers register the task itself under TASK_NA
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from celery import Celery
@@ -50,8 +51,6 @@ class TrainingSettings(BaseSettings):
 
 
 def physical_memory_bytes() -> int:
-    import os
-
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

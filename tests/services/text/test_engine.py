@@ -215,38 +215,6 @@ async def complete_in(tiny_bundle, prompt):
         eng.stop()
 
 
-async def test_a_prefill_delay_admits_arrivals_together(tiny_bundle):
-    """While a sequence runs, arrivals a step apart share one prefill step instead of one each."""
-    bundle = load_bundle(tiny_bundle)
-    counts = {}
-    for delay in (0, 6):
-        eng = TextEngine(load_decoder(bundle, threads=1), load_tokenizer(bundle.file("tokenizer")),
-                         max_batch_size=8, prefill_delay_steps=delay)
-        prefills = []
-        forward = eng.backend.forward
-        eng.backend.forward = lambda ids, *a: (prefills.append(ids.shape) if ids.shape[1] > 1 else None,
-                                               forward(ids, *a))[1]
-        try:
-            running = asyncio.ensure_future(complete(eng, "HAMLET:\n", max_tokens=40, temperature=0,
-                                                     ignore_eos=True))
-            while not eng._running:
-                await asyncio.sleep(0.001)
-            before = len(prefills)
-            arrivals = []
-            for _ in range(4):                   # four arrivals, about a step apart
-                arrivals.append(asyncio.ensure_future(complete(eng, "To be", max_tokens=3, temperature=0)))
-                step = eng.steps
-                while eng.steps == step:
-                    await asyncio.sleep(0.0005)
-            results = await asyncio.gather(*arrivals)
-            await running
-        finally:
-            eng.stop()
-        assert all(last.completion_tokens == 3 for _, last in results)
-        counts[delay] = len(prefills) - before
-    assert counts[6] < counts[0], counts
-
-
 def test_sampling_draws_what_rng_choice_draws_for_the_same_seed():
     import numpy as np
 

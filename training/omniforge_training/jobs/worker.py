@@ -9,6 +9,9 @@ import logging
 import os
 import socket
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from omniforge_shared.jobs.queue import QUEUES
 from omniforge_shared.jobs.store import STATES, JobStore
 from omniforge_shared.logs import setup_logging
@@ -19,6 +22,17 @@ from omniforge_shared.settings import load_settings
 from .celery_app import make_celery
 
 logger = logging.getLogger("omniforge.worker")
+
+
+class WorkerSettings(BaseSettings):
+    """Worker settings, from OMNIFORGE_WORKER_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="OMNIFORGE_WORKER_")
+
+    queues: str = "cpu"                                # comma-separated: cpu, gpu
+    concurrency: int = Field(1, ge=1, le=64)           # jobs at once
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9102, ge=0, le=65535)
 
 
 class JobCollector:
@@ -51,15 +65,17 @@ class JobCollector:
         return []
 
 
-def run_worker(*, queues: str = "cpu", concurrency: int = 1, loglevel: str = "INFO") -> None:
+def run_worker(*, queues: str | None = None, concurrency: int | None = None, loglevel: str = "INFO") -> None:
+    """Flags given here win over OMNIFORGE_WORKER_* settings."""
+    settings = load_settings(WorkerSettings)
+    queues, concurrency = queues or settings.queues, concurrency or settings.concurrency
     unknown = [q for q in queues.split(",") if q not in QUEUES]
     if unknown:
         raise SystemExit(f"unknown queue(s) {unknown}; use a comma-separated list of {list(QUEUES)}")
     setup_logging("worker", level=getattr(logging, loglevel))
     metrics = Metrics("worker")
     metrics.registry.register(JobCollector(metrics))
-    metrics.serve(os.environ.get("OMNIFORGE_WORKER_METRICS_HOST", "127.0.0.1"),
-                  int(os.environ.get("OMNIFORGE_WORKER_METRICS_PORT", "9102")))
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     app = make_celery()
     app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", loglevel,
                      "-n", f"omniforge-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}",
@@ -67,8 +83,7 @@ def run_worker(*, queues: str = "cpu", concurrency: int = 1, loglevel: str = "IN
 
 
 def main() -> None:
-    run_worker(queues=os.environ.get("OMNIFORGE_WORKER_QUEUES", "cpu"),
-               concurrency=int(os.environ.get("OMNIFORGE_WORKER_CONCURRENCY", "1")))
+    run_worker()
 
 
 if __name__ == "__main__":
