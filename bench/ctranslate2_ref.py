@@ -3,8 +3,9 @@
 `python bench/run.py ctranslate2`. A GPT2LMHeadModel of the starter's dims (random weights, as
 in the transformers reference of `decode`) is saved with the starter's tokenizer and converted
 offline to CTranslate2, fp32 and int8. Both sides decode the same prompts greedily to exactly
-128 new tokens, at batch 1 and 8; CTranslate2 runs at intra_threads 1 and 2 and each row keeps
-its best. Needs `pip install -r bench/requirements.txt` (ctranslate2).
+128 new tokens, at batch 1 and 8; both run at 1 and 2 threads (CTranslate2's intra_threads),
+in interleaved rounds, and each side keeps its best. Needs `pip install -r bench/requirements.txt`
+(ctranslate2).
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-THREAD_COUNTS = (1, 2)           # CTranslate2's intra_threads tried for every row
+THREAD_COUNTS = (1, 2)           # threads tried on both sides for every row
 BATCHES = (1, 8)
 
 
 def bench_ctranslate2(new_tokens: int = 128, prompt_tokens: int = 16, repeats: int = 3) -> dict:
     # imported here, not at the top: run.py imports this module to register it
-    from run import THREADS, engine_tokens_per_s, starter_bundle
+    from run import engine_tokens_per_s, starter_bundle
 
     try:
         import ctranslate2
@@ -48,18 +49,25 @@ def bench_ctranslate2(new_tokens: int = 128, prompt_tokens: int = 16, repeats: i
     with tempfile.TemporaryDirectory() as tmp:
         models, vocab = _convert(Path(tmp), bundle.file("tokenizer"), cfg, tokenizer.eos_id)
         start_tokens = [vocab.convert_ids_to_tokens(ids) for ids in prompt_ids]
-        engines = {"fp32": TextEngine(load_decoder(bundle, threads=THREADS), tokenizer, max_batch_size=8),
-                   "int8": TextEngine(load_decoder(bundle, threads=THREADS, int8=True), tokenizer, max_batch_size=8)}
+        # both sides at 1 and 2 threads; each keeps its best (this CPU's speed drifts, so the
+        # rounds interleave every configuration rather than measuring one after another)
+        engines = {(precision, threads): TextEngine(load_decoder(bundle, threads=threads, int8=precision == "int8"),
+                                                    tokenizer, max_batch_size=8)
+                   for precision in ("fp32", "int8") for threads in THREAD_COUNTS}
+        generators = {(precision, threads): ctranslate2.Generator(str(models[precision]), device="cpu",
+                                                                  intra_threads=threads, inter_threads=1)
+                      for precision in ("fp32", "int8") for threads in THREAD_COUNTS}
         params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
 
-        def ours(precision: str, batch: int) -> float:
-            return asyncio.run(engine_tokens_per_s(engines[precision], prompts[:batch], params))
+        def ours(key, batch: int) -> float:
+            return asyncio.run(engine_tokens_per_s(engines[key], prompts[:batch], params))
 
-        def theirs(generator, batch: int) -> float:
+        def theirs(key, batch: int) -> float:
             t = time.perf_counter()
             # greedy (top-k 1), exactly new_tokens after the prompt: min_length keeps the end token away
-            results = generator.generate_batch(start_tokens[:batch], max_length=new_tokens, min_length=new_tokens,
-                                               sampling_topk=1, include_prompt_in_result=False)
+            results = generators[key].generate_batch(start_tokens[:batch], max_length=new_tokens,
+                                                     min_length=new_tokens, sampling_topk=1,
+                                                     include_prompt_in_result=False)
             dt = time.perf_counter() - t
             assert all(len(r.sequences_ids[0]) == new_tokens for r in results)
             return batch * new_tokens / dt
@@ -68,31 +76,28 @@ def bench_ctranslate2(new_tokens: int = 128, prompt_tokens: int = 16, repeats: i
         for batch in BATCHES:
             row = {}
             for precision in ("fp32", "int8"):
-                ours(precision, batch)                                   # warm-up
-                o = max(ours(precision, batch) for _ in range(repeats))
-                # CTranslate2 at each thread count; the row keeps the best
-                by_threads, compute_type = {}, None
-                for threads in THREAD_COUNTS:
-                    generator = ctranslate2.Generator(str(models[precision]), device="cpu", intra_threads=threads,
-                                                      inter_threads=1)
-                    compute_type = generator.compute_type
-                    theirs(generator, batch)                             # warm-up
-                    by_threads[threads] = round(max(theirs(generator, batch) for _ in range(repeats)), 1)
-                    del generator
-                best_threads = max(by_threads, key=by_threads.get)
-                h = by_threads[best_threads]
-                row[precision] = {"ours_tokens_per_s": round(o, 1), "ctranslate2_tokens_per_s": h,
-                                  "ctranslate2_intra_threads": best_threads, "ratio": round(o / h, 2),
-                                  "ctranslate2_compute_type": compute_type,
-                                  "ctranslate2_by_intra_threads": by_threads}
-                print(f"ctranslate2 batch {batch} {precision}: ours {o:,.0f} tok/s, CTranslate2 {h:,.0f} tok/s "
-                      f"(intra_threads {best_threads}), ratio {o / h:.2f}x", file=sys.stderr)
+                runs = {(side, t): [] for side in ("ours", "ctranslate2") for t in THREAD_COUNTS}
+                for t in THREAD_COUNTS:                                  # warm-up
+                    ours((precision, t), batch), theirs((precision, t), batch)
+                for _ in range(repeats):
+                    for t in THREAD_COUNTS:
+                        runs[("ours", t)].append(ours((precision, t), batch))
+                        runs[("ctranslate2", t)].append(theirs((precision, t), batch))
+                best = {side: max(THREAD_COUNTS, key=lambda t: max(runs[(side, t)])) for side in ("ours", "ctranslate2")}
+                o, h = (round(max(runs[(side, best[side])]), 1) for side in ("ours", "ctranslate2"))
+                row[precision] = {"ours_tokens_per_s": o, "ours_threads": best["ours"],
+                                  "ctranslate2_tokens_per_s": h, "ctranslate2_intra_threads": best["ctranslate2"],
+                                  "ratio": round(o / h, 2),
+                                  "ctranslate2_compute_type": generators[(precision, 1)].compute_type,
+                                  "by_threads": {f"{side}_{t}": round(max(v), 1) for (side, t), v in runs.items()}}
+                print(f"ctranslate2 batch {batch} {precision}: ours {o:,.0f} tok/s ({best['ours']} threads), "
+                      f"CTranslate2 {h:,.0f} tok/s ({best['ctranslate2']} threads), ratio {o / h:.2f}x", file=sys.stderr)
             rows[f"batch_{batch}"] = row
         for engine in engines.values():
             engine.stop()
     return {"model": {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size")},
             "ctranslate2_version": ctranslate2.__version__,
-            "ours_threads": THREADS, "new_tokens": new_tokens,
+            "thread_counts": list(THREAD_COUNTS), "new_tokens": new_tokens,
             "prompt_lengths": [len(ids) for ids in prompt_ids], **rows}
 
 

@@ -56,7 +56,7 @@ async def engine_tokens_per_s(engine, prompts: list[str], params) -> float:
     """tokens/s of one batch: every prompt generated at once, each to exactly params.max_tokens."""
     async def one(p):
         n = 0
-        async for piece in engine.generate(p, params):
+        async for piece in engine.generate(p, params, stream=False):   # one piece at the end, as generate() returns
             n = piece.completion_tokens
         return n
     t = time.perf_counter()

@@ -5,7 +5,8 @@
 usage.completion_tokens), requests/s, p50/p99 latency, errors, time to first token (a small
 httpx client with N concurrent streams: wrk cannot see the first event) and the ratio to the
 in-process engine kept saturated with N requests at the service's batch size, measured right
-before and right after each served window (the mean of the two; the machine's speed drifts).
+before and right after each served window (the mean of the two; the machine's speed drifts), with
+the service's settings and with spinning threads, the faster of the two being the reference.
 Requests cycle
 through seeds the engine alone found to run all 32 tokens before an end-of-text (the gateway has
 no ignore_eos), and the CPU cores each process used are reported beside them.
@@ -57,14 +58,20 @@ def bench_served() -> dict:
     bundle_dir = starter_bundle()
 
     # 1. the engine alone finds the seeds; it is measured again right before and right after
-    # each served window (the service idle meanwhile), since this machine's speed drifts
-    alone = EngineAlone(bundle_dir, max_batch, THREADS)
-    seeds = asyncio.run(alone.find_seeds())
+    # each served window (the service idle meanwhile), since this machine's speed drifts. Its
+    # threads spin when that is faster alone: the reference is the better of the two
+    alones = [EngineAlone(bundle_dir, max_batch, THREADS)]
+    if not load_settings(TextServiceSettings).spin_wait:
+        alones.append(EngineAlone(bundle_dir, max_batch, THREADS, spin_wait=True))
+    seeds = asyncio.run(alones[0].find_seeds())
+    for alone in alones[1:]:
+        alone.seeds = seeds
     # 2. the served path, gateway -> gRPC -> text service, as processes
     try:
-        served = _served(bundle_dir, levels, seconds, max_batch, THREADS, seeds, _percentiles, alone)
+        served = _served(bundle_dir, levels, seconds, max_batch, THREADS, seeds, _percentiles, alones)
     finally:
-        alone.engine.stop()
+        for alone in alones:
+            alone.engine.stop()
 
     rows = {}
     for n in levels:
@@ -95,14 +102,16 @@ class _Pool:
 class EngineAlone:
     """The text engine in this process, over the same bundle, batch size and threads as the service."""
 
-    def __init__(self, bundle_dir: Path, max_batch: int, threads: int) -> None:
+    def __init__(self, bundle_dir: Path, max_batch: int, threads: int, **overrides) -> None:
         from omniforge_shared.bundle import load_bundle
         from omniforge_shared.settings import load_settings
         from omniforge_text.server import load_engine
         from omniforge_text.settings import TextServiceSettings
 
-        # built as the service builds it: the same settings (OMNIFORGE_TEXT_*), the same factory
-        settings = load_settings(TextServiceSettings, threads=threads, max_batch_size=max_batch)
+        # built as the service builds it: the same settings (OMNIFORGE_TEXT_*), the same factory;
+        # `overrides` change some (the engine's fastest configuration need not be the service's)
+        settings = load_settings(TextServiceSettings, threads=threads, max_batch_size=max_batch, **overrides)
+        self.name = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "service settings"
         self.max_batch = max_batch
         self.engine = load_engine(load_bundle(bundle_dir), _Pool(settings))
         self.seeds: list[int] = []
@@ -153,9 +162,9 @@ class EngineAlone:
 # ---- the served path ---------------------------------------------------------------------------
 
 def _served(bundle_dir: Path, levels: list[int], seconds: int, max_batch: int, threads: int,
-            seeds: list[int], percentiles, alone: EngineAlone) -> dict:
-    """wrk at each level, unary then streaming, each between two windows of the engine alone,
-    then the TTFT client; one row per (level, mode)."""
+            seeds: list[int], percentiles, alones: list[EngineAlone]) -> dict:
+    """wrk at each level, unary then streaming, each between two windows of each engine-alone
+    configuration, then the TTFT client; one row per (level, mode)."""
     import httpx
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -193,18 +202,22 @@ def _served(bundle_dir: Path, levels: list[int], seconds: int, max_batch: int, t
             for mode in ("unary", "stream"):
                 # CPU each process burns meanwhile: where the machine's cores go
                 pids = {"text_service": text.popen.pid, "gateway": gateway.popen.pid}
-                engine_before, _ = asyncio.run(alone.rate(n, seconds))
+                engine_before = [asyncio.run(alone.rate(n, seconds)) for alone in alones]
                 before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
                 wrk_before = _children_cpu_seconds()
                 w = _wrk(url, n, seconds, mode, seeds)
                 used = {k: _cpu_seconds(pid) - before[k] for k, pid in pids.items()}
                 used["wrk"] = _children_cpu_seconds() - wrk_before
-                engine_after, engine_cores = asyncio.run(alone.rate(n, seconds))
-                rows[(n, mode)] = {**_row(w, used), "engine_tokens_per_s": round((engine_before + engine_after) / 2, 1),
-                                   "engine_before_after_tokens_per_s": [round(engine_before, 1), round(engine_after, 1)],
-                                   "engine_cpu_cores_used": round(engine_cores, 2)}
-                print(f"served: {n} {mode}: {rows[(n, mode)]['delivered_tokens_per_s']:,.0f} tok/s delivered, "
-                      f"engine alone {engine_before:,.0f} / {engine_after:,.0f}", file=sys.stderr)
+                engine_after = [asyncio.run(alone.rate(n, seconds)) for alone in alones[::-1]][::-1]
+                engines = {alone.name: {"tokens_per_s": round((b[0] + a[0]) / 2, 1),
+                                        "before_after": [round(b[0], 1), round(a[0], 1)], "cpu_cores_used": round(a[1], 2)}
+                           for alone, b, a in zip(alones, engine_before, engine_after)}
+                best = max(engines.values(), key=lambda e: e["tokens_per_s"])
+                rows[(n, mode)] = {**_row(w, used), "engine_tokens_per_s": best["tokens_per_s"],
+                                   "engine_cpu_cores_used": best["cpu_cores_used"], "engine_alone": engines}
+                print(f"served: {n} {mode}: {rows[(n, mode)]['delivered_tokens_per_s']:,.0f} tok/s delivered, engine alone "
+                      + "; ".join(f"{k} {v['before_after'][0]:,.0f} / {v['before_after'][1]:,.0f}" for k, v in engines.items()),
+                      file=sys.stderr)
             ttft = asyncio.run(_ttft(f"{url}/generate", n, min(seconds, 5), seeds))
             p = percentiles(ttft["seconds"]) if ttft["seconds"] else {"p50_ms": None, "p99_ms": None}
             rows[(n, "unary")].update(ttft_p50_ms=None, ttft_p99_ms=None)      # a unary reply has no first token

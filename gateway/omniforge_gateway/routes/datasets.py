@@ -2,6 +2,7 @@
 and list the registered ones. Building runs on a training worker as a `dataset-build` job."""
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from datetime import datetime
@@ -71,7 +72,8 @@ async def upload_dataset(request: Request,
     target = folder / f"upload{suffix}"
     try:
         size = await _save(file, target, limit=int(settings.max_upload_mb * 2**20))
-        _check_content(target, FORMATS[suffix])
+        # read in a thread: a large upload must not hold up the gateway's other requests
+        await asyncio.to_thread(_check_content, target, FORMATS[suffix])
     except ApiError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
