@@ -74,7 +74,7 @@ async def upload_dataset(request: Request,
         size = await _save(file, target, limit=int(settings.max_upload_mb * 2**20))
         # read in a thread: a large upload must not hold up the gateway's other requests
         await asyncio.to_thread(_check_content, target, FORMATS[suffix])
-    except ApiError:
+    except BaseException:                 # refused, or the client went away mid-upload: keep nothing
         shutil.rmtree(folder, ignore_errors=True)
         raise
     relative = str(target.relative_to(settings.data_root))
