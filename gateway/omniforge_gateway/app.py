@@ -43,7 +43,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                               for label, address in settings.addresses().items() if address}
         for label, client in app.state.services.items():
             logger.info("gateway: %s service at %s", label, client.address)
-        app.state.registry = load_settings(RegistrySettings).open()
+        registry_settings = load_settings(RegistrySettings)
+        app.state.registry = registry_settings.open()
+        app.state.data_root = registry_settings.data_root     # the worker reads the same setting
         app.state.jobs = TrainingJobs(app.state.registry)
         try:
             yield

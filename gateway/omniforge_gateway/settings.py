@@ -1,11 +1,7 @@
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from omniforge_shared.settings import omniforge_home
 
 
 class GatewaySettings(BaseSettings):
@@ -26,9 +22,7 @@ class GatewaySettings(BaseSettings):
     retry_after_s: int = Field(2, ge=1)                # sent with 503 when a service is down
     max_tokens_limit: int = Field(4096, ge=1)
     max_prompt_chars: int = Field(200_000, ge=1)
-    # uploads (POST /datasets) land under the data root; training jobs may name paths inside it only
-    data_root: Path = Field(default_factory=lambda: omniforge_home() / "data",
-                            validation_alias=AliasChoices("OMNIFORGE_DATA_ROOT", "data_root"))
+    # uploads (POST /datasets) land under the data root (OMNIFORGE_DATA_ROOT, RegistrySettings)
     max_upload_mb: float = Field(256.0, gt=0)
 
     @field_validator("text_address", "image_address", "audio_address", "fusion_address")

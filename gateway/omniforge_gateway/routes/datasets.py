@@ -67,7 +67,8 @@ async def upload_dataset(request: Request,
     except ValidationError as e:
         raise ApiError(422, "invalid_request", "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
                                                           for err in e.errors())) from None
-    folder = settings.data_root / "uploads" / name / uuid.uuid4().hex[:12]
+    data_root = request.app.state.data_root
+    folder = data_root / "uploads" / name / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"upload{suffix}"
     try:
@@ -77,7 +78,7 @@ async def upload_dataset(request: Request,
     except BaseException:                 # refused, or the client went away mid-upload: keep nothing
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    relative = str(target.relative_to(settings.data_root))
+    relative = str(target.relative_to(data_root))
     job = enqueue_job(request, recipe=DATASET_BUILD, dataset=relative, model_name=name,
                       params=params.model_dump(), queue="cpu", max_steps=0)
     return DatasetUpload(name=name, file=relative, bytes=size, job=job)

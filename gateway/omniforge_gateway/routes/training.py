@@ -64,7 +64,7 @@ def _check_dataset(request: Request, dataset: str) -> str:
     known = {d.name for d in request.app.state.registry.list_datasets()}
     if name in known:
         return name
-    root = request.app.state.settings.data_root
+    root = request.app.state.data_root
     try:
         resolve_in_data_root(dataset, root)
     except (FileNotFoundError, OutsideDataRoot) as e:

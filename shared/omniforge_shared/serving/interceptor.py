@@ -4,6 +4,7 @@ carries it, and counts each call and its latency under its method, model, versio
 A servicer names the model it served with `label_call(model=..., version=...)`."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -85,8 +86,6 @@ class RequestInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _status(e: BaseException, context) -> str:
-    import asyncio
-
     if isinstance(e, asyncio.CancelledError):
         return "CANCELLED"
     code = context.code() if hasattr(context, "code") else None

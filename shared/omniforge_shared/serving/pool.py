@@ -67,7 +67,6 @@ class ModelPool:
         self.models: dict[str, LoadedModel] = {}      # name -> the version served by default
         self.default: str | None = None
         self.registry = None                          # set when models come from the registry
-        self.swaps = 0
         # "name:version" -> (the manifest checksum that failed, why): retried once re-registered
         self.unservable: dict[str, tuple[str, str]] = {}
         self._load_seconds = self.metrics.histogram("model_load_seconds", "time to load a model",
@@ -86,7 +85,6 @@ class ModelPool:
         self.default = self.default or bundle.name
         if old is not None:
             old.engine.retire()                       # in-flight requests finish on the old one
-            self.swaps += 1
             self._swaps.labels(bundle.name).inc()
         logger.info("serving %s:%s with %s", bundle.name, bundle.version, loaded.backend)
         return loaded
