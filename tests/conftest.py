@@ -79,8 +79,78 @@ def gateway(text_service, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "gateway.log"
     proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port),
                                           "OMNIFORGE_GATEWAY_TEXT_ADDRESS": text_service.address,
+                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "",
                                           "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "1", "OMNIFORGE_LOG_FORMAT": "json"},
                 log).start()
+    proc.url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, what=f"gateway (log {log})")
+    yield proc
+    proc.stop()
+
+
+# ---- vision: a small slice of the real starter image set, a CLIP trained on it for real -------
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory) -> Path:
+    """The first 60 concepts of the starter image set (all four styles), built by our builder."""
+    from omniforge_training.data.starter_images import build_starter_images
+
+    out = tmp_path_factory.mktemp("tiny-images")
+    build_starter_images(out, npm_root=ROOT / "vendor" / "node_modules", limit=60, progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_run(tmp_path_factory, tiny_images) -> Path:
+    from omniforge_training.train_clip import CLIPTrainConfig, train_clip
+
+    out = tmp_path_factory.mktemp("tiny-clip")
+    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(out), image_size=32, patch_size=4, n_layer=2,
+                               n_head=2, n_embd=32, embed_dim=256, batch_size=32, max_steps=100, warmup_steps=5,
+                               lr=3e-3, eval_interval=50, checkpoint_interval=50, threads=1),
+               progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_bundle(tmp_path_factory, tiny_clip_run, tiny_images) -> Path:
+    import numpy as np
+
+    from omniforge_training.export_clip import export_clip_bundle
+
+    out = tmp_path_factory.mktemp("tiny-clip-bundle")
+    export_clip_bundle(tiny_clip_run, out, name="tiny-clip", version="1",
+                       sample_images=np.load(tiny_images / "images.npy")[:8], log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fusion_service(tiny_clip_bundle, tmp_path_factory):
+    """The fusion service as a real process: the tiny CLIP bundle and an embedded ChromaDB."""
+    port, metrics_port = free_port(), free_port()
+    logs = tmp_path_factory.mktemp("logs")
+    proc = Proc("omniforge_fusion.server", {"OMNIFORGE_FUSION_BUNDLE": str(tiny_clip_bundle),
+                                            "OMNIFORGE_FUSION_PORT": str(port), "OMNIFORGE_FUSION_THREADS": "1",
+                                            "OMNIFORGE_FUSION_METRICS_PORT": str(metrics_port),
+                                            "OMNIFORGE_FUSION_CHROMA_PATH": str(logs / "chroma"),
+                                            "OMNIFORGE_FUSION_GRACE_SECONDS": "1"}, logs / "fusion.log").start()
+    proc.address = f"127.0.0.1:{port}"
+    proc.chroma_path = logs / "chroma"
+    wait_for(lambda: grpc_serving(proc.address), timeout=60, what=f"fusion service on {proc.address} (log {proc.log})")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def vision_gateway(fusion_service, tmp_path_factory):
+    """A gateway in front of the fusion service only (text not configured)."""
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "vision-gateway.log"
+    proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": "",
+                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": fusion_service.address,
+                                          "OMNIFORGE_GATEWAY_MAX_IMAGE_MB": "2"}, log).start()
     proc.url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, what=f"gateway (log {log})")
     yield proc

@@ -50,6 +50,50 @@ def data_starter(out: Path = typer.Option(Path("data/starter-corpus"), help="out
     _registered(out, "starter-corpus", manifest, register)
 
 
+@app.command("images")
+def data_images(source: str = typer.Argument(..., help="COCO captions .json, WebDataset .tar shards (file, folder "
+                                             "or brace pattern), HF imagefolder, or .parquet with image bytes"),
+                name: str = typer.Option(..., help="dataset name"),
+                out: Path = typer.Option(..., help="output folder"),
+                size: int = typer.Option(64, help="images are resized and centre-cropped to size x size"),
+                images: Path = typer.Option(None, help="COCO: the image folder (default: images/ beside the JSON)"),
+                seed: int = typer.Option(1337),
+                register: bool = typer.Option(True, help="register the dataset")):
+    """Ingest image-text pairs into an image-text dataset (unreadable images are skipped and listed)."""
+    from omniforge_training.data.image_ingest import build_image_text_dataset
+    from omniforge_training.data.ingest import DataError
+
+    try:
+        manifest = build_image_text_dataset(source, out, name=name, size=size, seed=seed, image_root=images,
+                                            log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name=name)
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "skipped": manifest["skipped"][:5]})
+
+
+@app.command("starter-images")
+def data_starter_images(out: Path = typer.Option(Path("data/starter-images"), help="output folder"),
+                        npm_root: Path = typer.Option(None, help="node_modules holding the emoji packages "
+                                                      "(default: $OMNIFORGE_NPM_ROOT or ./vendor/node_modules)"),
+                        heldout_style: str = typer.Option("twemoji", help="the style kept out of training"),
+                        register: bool = typer.Option(True, help="register the dataset")):
+    """Build the starter image-text set: four emoji styles of ~1,900 concepts, from offline packages."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.data.starter_images import build_starter_images
+
+    try:
+        manifest = build_starter_images(out, npm_root=npm_root, heldout_style=heldout_style, log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name="starter-images")
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "licenses": manifest["licenses"]})
+
+
 def _registered(out: Path, name: str, manifest: dict, register: bool) -> None:
     if register:
         row = open_registry().register_dataset(out, name=name)

@@ -57,7 +57,13 @@ def models_promote(name: str, version: str,
 
 
 def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered")):
-    """Export and register the committed starter models, and put them in production."""
+    """Export and register the committed starter models, put them in production, and index the
+    starter image set for search."""
+    _bootstrap_text(force)
+    _bootstrap_vision(force)
+
+
+def _bootstrap_text(force: bool) -> None:
     from omniforge_training.export_onnx import export_bundle
     from omniforge_training.starter import STARTER_TEXT_DIR, STARTER_TEXT_NAME
 
@@ -79,6 +85,72 @@ def bootstrap(force: bool = typer.Option(False, help="re-export even if already 
         registry.delete_version(STARTER_TEXT_NAME, version)
     info = registry.register_bundle(bundle.path, stage="production")
     console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+
+
+def _bootstrap_vision(force: bool) -> None:
+    from omniforge_shared.registry_settings import RegistrySettings
+    from omniforge_shared.settings import load_settings
+    from omniforge_training.data.image_text import load_image_text
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.data.starter_images import build_starter_images
+    from omniforge_training.export_clip import export_clip_bundle
+    from omniforge_training.starter.vision import STARTER_CLIP_DIR, STARTER_CLIP_NAME
+
+    if not (STARTER_CLIP_DIR / "manifest.json").exists():
+        console.print("no committed CLIP starter: skipping the vision starters")
+        return
+    registry = open_registry()
+    # 1. the starter image set, built once under the data root
+    data_dir = load_settings(RegistrySettings).data_root / "starter-images"
+    if not (data_dir / "dataset.json").exists():
+        try:
+            build_starter_images(data_dir, log=console.print)
+        except DataError as e:
+            fail(f"{e}\n(the starter image set is needed to index the starter collection)")
+        registry.register_dataset(data_dir, name="starter-images")
+    ds = load_image_text(data_dir)
+    # 2. the CLIP bundle
+    version = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["version"]
+    existing = [v for v in registry.list_versions(STARTER_CLIP_NAME) if v.version == version]
+    if existing and force:
+        registry.delete_version(STARTER_CLIP_NAME, version)
+    if not existing or force:
+        out = omniforge_home() / "build" / f"{STARTER_CLIP_NAME}-{version}"
+        bundle = export_clip_bundle(STARTER_CLIP_DIR, out, name=STARTER_CLIP_NAME, version=version,
+                                    sample_images=ds.images[:8], log=console.print)
+        info = registry.register_bundle(bundle.path, stage="production")
+        console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+    else:
+        if existing[0].stage != "production":
+            registry.set_stage(STARTER_CLIP_NAME, version, "production")
+        console.print(f"{STARTER_CLIP_NAME}:{version} already registered ({existing[0].stage} -> production)")
+    # 3. the starter collection, indexed with that model
+    index_starter(registry.bundle(STARTER_CLIP_NAME, version), ds, force=force)
+
+
+def index_starter(bundle, ds, *, force: bool = False) -> None:
+    """(Re-)indexes every starter image into the `starter` collection of the fusion service's index."""
+    from omniforge_fusion.engine import EmbeddingEngine
+    from omniforge_fusion.index import STARTER_COLLECTION
+    from omniforge_fusion.server import open_index
+    from omniforge_fusion.settings import FusionServiceSettings
+    from omniforge_shared.settings import load_settings
+    from omniforge_training.starter.vision import starter_index_items
+
+    index = open_index(load_settings(FusionServiceSettings))
+    have = {name: (count, model, version) for name, count, model, version in index.collections()}
+    want = (len(ds.item_concept), bundle.name, bundle.version)
+    if have.get(STARTER_COLLECTION) == want and not force:
+        console.print(f"collection {STARTER_COLLECTION!r}: {want[0]} items of {bundle.name}:{bundle.version}, up to date")
+        return
+    if STARTER_COLLECTION in have:
+        index.drop(STARTER_COLLECTION)
+    engine = EmbeddingEngine(bundle)
+    ids, captions, metas = starter_index_items(ds)
+    vectors = engine.embed_pixels(list(ds.images))
+    count = index.add(STARTER_COLLECTION, ids=ids, embeddings=vectors, captions=captions, metadatas=metas,
+                      model=(bundle.name, bundle.version))
+    console.print(f"[green]indexed[/green] {count} starter images into {STARTER_COLLECTION!r} ({index.where})")
 
 
 def _outdated_graph(registry, name: str, version: str) -> bool:

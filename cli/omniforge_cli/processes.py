@@ -1,4 +1,4 @@
-"""The local stack: the text service and the gateway as child processes, with pid and log
+"""The local stack: the model services, the gateway and the training worker as child processes, with pid and log
 files under $OMNIFORGE_HOME/run so `omniforge down` and `status` can find them."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from omniforge_shared.settings import omniforge_home
 
 # name -> python module run as `python -m module`
-COMPONENTS = {"text": "omniforge_text.server", "gateway": "omniforge_gateway.app",
+COMPONENTS = {"text": "omniforge_text.server", "fusion": "omniforge_fusion.server", "gateway": "omniforge_gateway.app",
               "worker": "omniforge_training.jobs.worker"}
 
 

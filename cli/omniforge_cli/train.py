@@ -79,3 +79,32 @@ def train_starter(data: Path = typer.Option(Path("data/starter-corpus"), help="b
         package_starter(out, data, version=package)
         err.print(f"starter written to {STARTER_TEXT_DIR}")
     print(json.dumps(summary), flush=True)
+
+
+@app.command("clip")
+def train_clip_cmd(
+    data: Path = typer.Option(Path("data/starter-images"), help="image-text dataset folder "
+                              "(`omniforge data starter-images` or `omniforge data images`)"),
+    out: Path = typer.Option(Path("runs/clip"), help="run folder (checkpoints, weights, summary)"),
+    image_size: int = typer.Option(64), patch_size: int = typer.Option(8), n_layer: int = typer.Option(6),
+    n_head: int = typer.Option(4), n_embd: int = typer.Option(128), embed_dim: int = typer.Option(256),
+    batch_size: int = typer.Option(256), max_steps: int = typer.Option(2400), lr: float = typer.Option(1.5e-3),
+    warmup_steps: int = typer.Option(150), eval_interval: int = typer.Option(200),
+    checkpoint_interval: int = typer.Option(100), seed: int = typer.Option(1337),
+    threads: int = typer.Option(2, help="torch threads"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from out/checkpoints/last.pt"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a CLIP image tower against the frozen MiniLM text tower; prints the retrieval summary."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_clip import CLIPTrainConfig, train_clip
+
+    cfg = CLIPTrainConfig(data=str(data), out=str(out), image_size=image_size, patch_size=patch_size, n_layer=n_layer,
+                          n_head=n_head, n_embd=n_embd, embed_dim=embed_dim, batch_size=batch_size,
+                          max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
+                          checkpoint_interval=checkpoint_interval, seed=seed, threads=threads, resume=resume)
+    try:
+        summary = train_clip(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "retrieval", "params")}), flush=True)

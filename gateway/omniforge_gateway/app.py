@@ -15,7 +15,7 @@ from omniforge_shared.settings import load_settings
 from . import errors
 from .clients import CLIENTS
 from .metrics import GatewayMetrics, RequestMiddleware
-from .routes import datasets, generate, health, models, training
+from .routes import datasets, generate, health, models, search, training
 from .settings import GatewaySettings
 
 logger = logging.getLogger("omniforge.gateway")
@@ -55,11 +55,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             app.state.registry.close()
 
     app = FastAPI(title="omniforge", version="0.1.0", lifespan=lifespan,
-                  description="Generate text (and soon images and speech) with your own models.")
+                  description="Generate text, embed text and images into one space, and search, with your own models.")
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
-    for router in (generate.router, models.router, health.router, training.router, datasets.router):
+    for router in (generate.router, search.router, models.router, health.router, training.router,
+                   datasets.router):
         app.include_router(router)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app
@@ -72,7 +73,8 @@ def main() -> None:
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     settings = load_settings(GatewaySettings)
     # log_config=None: uvicorn's records go through our handler (JSON when asked for)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
+                loop="asyncio", http="h11")   # measured: uvloop/httptools did not help here (bench served)
 
 
 if __name__ == "__main__":

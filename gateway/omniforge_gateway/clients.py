@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from omniforge_proto.v1 import common_pb2, text_pb2_grpc
+from omniforge_proto.v1 import common_pb2, fusion_pb2_grpc, text_pb2_grpc
 from omniforge_shared.logs import request_id
 from omniforge_shared.serving import REQUEST_ID_KEY
 
@@ -18,6 +18,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 30000),
+    # uploads (images, audio) go to the services in one message; the gateway caps their size first
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 
 
@@ -86,6 +89,10 @@ class AudioClient(ServiceClient):
 class FusionClient(ServiceClient):
     service_name = "omniforge.v1.FusionService"
     label = "fusion"
+
+    def __init__(self, address: str, **kwargs) -> None:
+        super().__init__(address, **kwargs)
+        self.stub = fusion_pb2_grpc.FusionServiceStub(self.channel)
 
 
 CLIENTS: dict[str, type[ServiceClient]] = {c.label: c for c in (TextClient, ImageClient, AudioClient, FusionClient)}

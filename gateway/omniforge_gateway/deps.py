@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .clients import TextClient, not_configured
+from .clients import FusionClient, TextClient, not_configured
 from .metrics import GatewayMetrics
 from .settings import GatewaySettings
 
@@ -34,3 +34,4 @@ async def _metrics(request: Request) -> GatewayMetrics:
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 TextDep = Annotated[TextClient, Depends(service("text"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
+FusionDep = Annotated[FusionClient, Depends(service("fusion"))]

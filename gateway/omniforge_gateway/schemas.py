@@ -94,3 +94,96 @@ class ModelPublic(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelPublic]
+
+
+# ---- the shared latent space: /embed, /search, /collections ---------------------------------
+
+MAX_EMBED_INPUTS = 256
+
+
+class EmbedRequest(RequestModel):
+    input: StrictStr | list[StrictStr] | None = Field(None, description="a text or a list of texts")
+    image: StrictStr | None = Field(None, description="a base64 image (or send a multipart `file`)")
+    model: StrictStr | None = Field(None, description="embedding model; default: the service's first")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if isinstance(self.input, list) and not 1 <= len(self.input) <= MAX_EMBED_INPUTS:
+            raise ValueError(f"input holds {len(self.input)} texts; send 1 to {MAX_EMBED_INPUTS}")
+        return self
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float]
+    index: int
+
+
+class EmbedResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    model_version: str
+    dimensions: int
+
+
+class SearchRequest(RequestModel):
+    query: StrictStr | None = Field(None, description="search by text")
+    image: StrictStr | None = Field(None, description="search by a base64 image (or send a multipart `file`)")
+    k: StrictInt = Field(5, ge=1, le=100, description="how many results")
+    collection: StrictStr | None = Field(None, description="default: the starter collection")
+    model: StrictStr | None = None
+
+
+class SearchResult(BaseModel):
+    id: str
+    caption: str
+    score: float
+    metadata: dict
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    results: list[SearchResult]
+    collection: str
+    model: str
+    model_version: str
+
+
+class ItemIn(RequestModel):
+    id: StrictStr = Field(min_length=1, max_length=256)
+    caption: StrictStr = Field("", max_length=2000, description="indexed when no image is given")
+    image: StrictStr | None = Field(None, description="a base64 image; embedded when given")
+    metadata: dict[StrictStr, StrictStr | StrictBool | StrictInt | float] = Field(default_factory=dict)
+
+
+class ItemsAdd(RequestModel):
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_EMBED_INPUTS)
+    model: StrictStr | None = None
+
+
+class ItemsDelete(RequestModel):
+    ids: list[StrictStr] = Field(min_length=1, max_length=10_000)
+
+
+class ItemsChanged(BaseModel):
+    collection: str
+    added: int = 0
+    deleted: int = 0
+    count: int
+
+
+class CollectionPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    count: int
+    model: str
+    model_version: str
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionPublic]

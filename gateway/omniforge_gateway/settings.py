@@ -16,7 +16,7 @@ class GatewaySettings(BaseSettings):
     text_address: str | None = "127.0.0.1:50051"
     image_address: str | None = None
     audio_address: str | None = None
-    fusion_address: str | None = None
+    fusion_address: str | None = "127.0.0.1:50053"
     request_timeout_s: float = Field(300.0, gt=0)      # gRPC deadline for one generation
     health_timeout_s: float = Field(1.0, gt=0)
     retry_after_s: int = Field(2, ge=1)                # sent with 503 when a service is down
@@ -24,6 +24,8 @@ class GatewaySettings(BaseSettings):
     max_prompt_chars: int = Field(200_000, ge=1)
     # uploads (POST /datasets) land under the data root (OMNIFORGE_DATA_ROOT, RegistrySettings)
     max_upload_mb: float = Field(256.0, gt=0)
+    # an image in a request (multipart file or base64): larger ones get a 413 before any decoding
+    max_image_mb: float = Field(20.0, gt=0, le=64)
 
     @field_validator("text_address", "image_address", "audio_address", "fusion_address")
     @classmethod

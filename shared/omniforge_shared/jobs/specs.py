@@ -80,6 +80,49 @@ class TextLoRAParams(BaseModel):
     promote: bool = False
 
 
+class CLIPParams(BaseModel):
+    """Hyper-parameters of the `clip` recipe: a ViT image tower trained from scratch against the
+    frozen MiniLM text tower, on an image-text dataset."""
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int = Field(64, ge=16, le=512)
+    patch_size: Literal[2, 4, 8, 16] = 8
+    n_layer: int = Field(6, ge=1, le=48)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(128, ge=16, le=2048)
+    embed_dim: int = Field(256, ge=16, le=4096, description="the shared latent space's dimension")
+    batch_size: int = Field(256, ge=2, le=65536)
+    max_steps: int = Field(2400, ge=1, le=10_000_000)
+    lr: float = Field(1.5e-3, gt=0.0, le=1.0)
+    warmup_steps: int = Field(150, ge=0)
+    weight_decay: float = Field(0.05, ge=0.0, le=1.0)
+    name_bank_weight: float = Field(1.0, ge=0.0, le=100.0)
+    eval_interval: int = Field(200, ge=0)
+    checkpoint_interval: int = Field(100, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Rough peak of one step, fp32: weights + AdamW (16 B a parameter), and the activations kept
+        for backward, about 30 floats per token and width per layer plus the attention scores."""
+        C, L, B = self.n_embd, self.n_layer, self.batch_size
+        N = (self.image_size // self.patch_size) ** 2
+        params = 12 * L * C * C + N * C + C * self.embed_dim + 384 * self.embed_dim
+        parts = {"weights_and_optimizer": 16 * params,
+                 "activations": 4 * L * B * N * (30 * C + 2 * self.n_head * N),
+                 "stem": 4 * B * 3 * self.image_size ** 2 * 8}
+        return {**parts, "total": sum(parts.values())}
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
+        return self
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,6 +156,7 @@ DATASET_BUILD = "dataset-build"
 RECIPE_SPECS: dict[str, RecipeSpec] = {
     "text-lm": RecipeSpec(name="text-lm", task="text-generation", params=TextLMParams),
     "text-lora": RecipeSpec(name="text-lora", task="text-generation", params=TextLoRAParams),
+    "clip": RecipeSpec(name="clip", task="embedding", params=CLIPParams),
 }
 
 

@@ -27,7 +27,10 @@ async def serve(settings: ServiceSettings, pool: ModelPool, *, service_name: str
     """Serves `service_name` until SIGTERM/SIGINT (or `stop` is set). The pool is served as it
     is: load it first (`pool.load_configured()`). `add_servicer(server)` adds the servicer."""
     metrics_server = pool.metrics.serve(settings.metrics_host, settings.metrics_port)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[RequestInterceptor(pool.metrics)])
+    limit = settings.max_message_mb * 1024 * 1024   # images and audio travel in one message
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)],
+                             interceptors=[RequestInterceptor(pool.metrics)])
     add_servicer(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -27,6 +27,7 @@ class ServiceSettings(BaseSettings):
                                 validation_alias=AliasChoices("OMNIFORGE_ARTIFACT_ROOT", "artifact_root"))
     models: list[str] = Field(default_factory=list)   # empty = every model of the service's task
     threads: int = Field(0, ge=0)                      # 0 = the runtime's default
+    max_message_mb: int = Field(32, ge=1, le=1024)     # largest gRPC message in or out
     grace_seconds: float = Field(5.0, ge=0)            # running calls may finish this long on SIGTERM
     # how the service learns of promotions: Redis pub/sub when OMNIFORGE_REDIS_URL is set,
     # and polling the registry every poll_seconds in any case (0 = never)

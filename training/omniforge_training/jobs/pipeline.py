@@ -38,6 +38,7 @@ def resolve_dataset(registry, dataset: str, data_root: Path) -> Path:
     """A registered dataset name (optionally `name:version`) or a path inside the data root."""
     from omniforge_shared.data_root import OutsideDataRoot, resolve_in_data_root
 
+    from ..data import image_text
     from ..data.dataset import verify_dataset
     from ..data.ingest import DataError
 
@@ -51,7 +52,10 @@ def resolve_dataset(registry, dataset: str, data_root: Path) -> Path:
             raise JobFailed(f"dataset {dataset!r} is neither a registered dataset nor a path inside the data root: {e}") from None
     if path.is_dir():
         try:
-            verify_dataset(path)
+            if image_text.is_image_text(path):
+                image_text.load_image_text(path, verify=True)
+            else:
+                verify_dataset(path)
         except DataError as e:
             raise JobFailed(f"dataset {dataset!r} is unusable: {e}") from e
     return path
@@ -101,9 +105,13 @@ def run_job(job_id: str) -> dict:
             log("cancelled: training stopped at a step boundary; nothing was registered")
             return store.finish(job_id, "cancelled").result
         summary = result.summary
-        log(f"evaluation on held-out data: val_loss {summary['val_loss']:.4f} "
-            f"(perplexity {summary['val_perplexity']:.2f}) over {summary['val_tokens']} tokens"
-            + (f"; the base model scored {summary['base_val_loss']:.4f}" if "base_val_loss" in summary else ""))
+        if "retrieval" in summary:
+            log("evaluation on held-out data: " + "; ".join(
+                f"{split} i2t R@1 {r['i2t_R@1']:.3f} R@5 {r['i2t_R@5']:.3f}" for split, r in summary["retrieval"].items()))
+        else:
+            log(f"evaluation on held-out data: val_loss {summary['val_loss']:.4f} "
+                f"(perplexity {summary['val_perplexity']:.2f}) over {summary['val_tokens']} tokens"
+                + (f"; the base model scored {summary['base_val_loss']:.4f}" if "base_val_loss" in summary else ""))
         outcome = _export_and_register(registry, store, job_id, result, dataset, log)
         return store.finish(job_id, "succeeded", result=outcome).result
     except Exception as e:  # the job fails with its reason; the worker lives on
@@ -174,19 +182,23 @@ def _export_and_register(registry, store: JobStore, job_id: str, result, dataset
         log(f"bundle {job.model_name}:{version} was already registered by this job")
     else:
         eval_tokens = None
-        if dataset.is_dir():
+        if dataset.is_dir() and result.export is None:
             manifest = load_dataset_manifest(dataset)
             eval_tokens = np.asarray(open_tokens(dataset / "val.bin", manifest["dtype"])[:20000])
         out = job_dir(job_id) / "bundle"
         shutil.rmtree(out, ignore_errors=True)
         # 2. export (parity-checked), 3. optional INT8
-        bundle = export_bundle(result.run_dir, out, name=job.model_name, version=version,
-                               int8=params.get("int8", True), eval_tokens=eval_tokens, log=log,
-                               extra={"job_id": job_id, "recipe": job.recipe})
+        extra = {"job_id": job_id, "recipe": job.recipe}
+        if result.export is not None:
+            bundle = result.export(out, job.model_name, version, extra)
+        else:
+            bundle = export_bundle(result.run_dir, out, name=job.model_name, version=version,
+                                   int8=params.get("int8", True), eval_tokens=eval_tokens, log=log, extra=extra)
         if result.finish_bundle is not None:
             result.finish_bundle(out)
-        # 4. TensorRT where the worker can
-        _tensorrt(out, log)
+        # 4. TensorRT where the worker can (the text decoder graph)
+        if result.export is None:
+            _tensorrt(out, log)
         # 5. model card with the loss curve, then register
         write_model_card(bundle, store.metrics_history(job_id), job_dir(job_id) / "metrics.csv")
         from omniforge_shared.bundle import load_bundle, rewrite_manifest
@@ -201,7 +213,7 @@ def _export_and_register(registry, store: JobStore, job_id: str, result, dataset
     outcome.update(model=job.model_name, metrics=bundle.manifest.get("metrics", {}))
     # 6. promotion behind the gate
     if params.get("promote"):
-        outcome["promotion"] = _promote(registry, bundle, log)
+        outcome["promotion"] = _promote(registry, bundle, log, gate=result.gate)
     return outcome
 
 
@@ -230,22 +242,23 @@ def _tensorrt(bundle_dir: Path, log) -> None:
         log(f"TensorRT engine not built ({type(e).__name__}: {e}); the bundle is registered without it")
 
 
-def _promote(registry, bundle, log) -> dict:
+def _promote(registry, bundle, log, gate: tuple[str, str] = ("val_loss", "min")) -> dict:
     """Production only if no worse than the current production model on the same eval set."""
     name, version = bundle.name, bundle.version
-    ours = bundle.manifest.get("metrics", {}).get("val_loss")
+    metric, better = gate
+    ours = bundle.manifest.get("metrics", {}).get(metric)
     prod = [v for v in registry.list_versions(name) if v.stage == "production"]
     if prod:
         current = registry.bundle(name, prod[-1].version)
         same_eval = current.manifest.get("data", {}).get("content_hash") == bundle.manifest.get("data", {}).get(
             "content_hash")
-        theirs = current.manifest.get("metrics", {}).get("val_loss")
+        theirs = current.manifest.get("metrics", {}).get(metric)
         if not same_eval or theirs is None:
             log(f"not promoted: production {name}:{current.version} was evaluated on another eval set")
             return {"promoted": False, "reason": "different eval set", "production": current.version}
-        if ours > theirs:
-            log(f"not promoted: val_loss {ours:.4f} is worse than production's {theirs:.4f}")
-            return {"promoted": False, "reason": f"val_loss {ours:.4f} > {theirs:.4f}",
+        if (ours > theirs) if better == "min" else (ours < theirs):
+            log(f"not promoted: {metric} {ours:.4f} is worse than production's {theirs:.4f}")
+            return {"promoted": False, "reason": f"{metric} {ours:.4f} {'>' if better == 'min' else '<'} {theirs:.4f}",
                     "production": current.version}
     registry.set_stage(name, version, "production")
     log(f"promoted {name}:{version} to production")

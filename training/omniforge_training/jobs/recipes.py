@@ -30,6 +30,10 @@ class RecipeResult:
     summary: dict
     stopped: bool
     finish_bundle: Callable[[Path], None] | None = None   # adds recipe-specific files after export
+    # (out, name, version, extra) -> Bundle; None = the text decoder export
+    export: Callable | None = None
+    # the metric the promotion gate compares with production's, and which way is better
+    gate: tuple[str, str] = ("val_loss", "min")
 
 
 RECIPES: dict[str, Callable[[JobContext], RecipeResult]] = {}
@@ -101,6 +105,38 @@ def text_lora(ctx: JobContext) -> RecipeResult:
     summary = finetune_lora(base, ctx.dataset, run_dir, spec, on_step=on_step, log=ctx.log)
     return RecipeResult(run_dir=run_dir, summary=summary, stopped=stopped[0],
                         finish_bundle=lambda bundle_dir: add_adapter_files(bundle_dir, run_dir, base))
+
+
+@recipe("clip")
+def clip(ctx: JobContext) -> RecipeResult:
+    """A CLIP image tower (ViT from scratch) aligned with the frozen MiniLM text tower."""
+    from ..data.image_text import load_image_text
+    from ..export_clip import export_clip_bundle
+    from ..train_clip import CLIPTrainConfig, train_clip
+
+    p = validate_params("clip", ctx.params)
+    fields = p.model_dump(exclude={"promote", "threads"})
+    cfg = CLIPTrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
+    stopped = [False]
+
+    def on_step(r) -> bool:
+        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, "images_per_s": r.tokens_per_s,
+                                                   **{k: v for k, v in r.metrics.items() if v is not None}})
+        stopped[0] = ctx.should_stop()
+        return not stopped[0]
+
+    summary = train_clip(cfg, on_step=on_step, log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        images = load_image_text(ctx.dataset).images[:8]
+        return export_clip_bundle(Path(cfg.out), out, name=name, version=version, sample_images=images,
+                                  log=ctx.log, extra=extra)
+
+    # the gate: recall on the held-out style where the data has one (thousands of queries against
+    # every name), else on the validation concepts
+    gate = "heldout_style_i2t_R@5" if "heldout_style" in summary["retrieval"] else "val_i2t_R@5"
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
+                        gate=(gate, "max"))
 
 
 def run_recipe(name: str, ctx: JobContext) -> RecipeResult:

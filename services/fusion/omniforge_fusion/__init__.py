@@ -1,0 +1,1 @@
+"""The fusion service: one latent space for text and images, similarity and search."""

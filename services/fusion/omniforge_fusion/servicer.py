@@ -1,0 +1,135 @@
+"""gRPC servicer: translates omniforge.v1.FusionService messages to engine and index calls."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+
+from omniforge_proto.v1 import common_pb2, fusion_pb2, fusion_pb2_grpc
+from omniforge_shared.serving import ModelNotFound, ModelPool, label_call
+
+from .engine import EmbeddingEngine, InvalidInput
+from .index import (STARTER_COLLECTION, InvalidIndexRequest, NotFound, SearchIndex, StaleCollection,
+                    parse_metadata)
+
+STATUS = {InvalidInput: grpc.StatusCode.INVALID_ARGUMENT, InvalidIndexRequest: grpc.StatusCode.INVALID_ARGUMENT,
+          NotFound: grpc.StatusCode.NOT_FOUND, StaleCollection: grpc.StatusCode.FAILED_PRECONDITION}
+
+
+def _input(msg: fusion_pb2.EmbedInput, index: int) -> tuple[str, object]:
+    kind = msg.WhichOneof("kind")
+    if kind is None:
+        raise InvalidInput(f"input {index} is empty; send a text or an image")
+    return kind, getattr(msg, kind)
+
+
+class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
+    def __init__(self, pool: ModelPool, index: SearchIndex, *, max_inputs: int) -> None:
+        self.pool, self.index, self.max_inputs = pool, index, max_inputs
+
+    async def _call(self, context, fn, *args):
+        """Runs blocking work off the event loop; maps our errors to gRPC statuses."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except tuple(STATUS) as e:
+            await context.abort(STATUS[type(e)], str(e))
+
+    async def _model(self, ref, context):
+        try:
+            loaded = self.pool.get(ref.name, ref.version)
+        except ModelNotFound as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        label_call(model=loaded.name, version=loaded.version)
+        return loaded
+
+    def _count(self, n: int, what: str) -> None:
+        if n == 0:
+            raise InvalidInput(f"no {what} given; send at least one")
+        if n > self.max_inputs:
+            raise InvalidInput(f"{n} {what} in one call; the limit is {self.max_inputs}")
+
+    async def Embed(self, request, context):
+        loaded = await self._model(request.model, context)
+        engine: EmbeddingEngine = loaded.engine
+
+        def run():
+            self._count(len(request.inputs), "inputs")
+            return engine.embed([_input(m, i) for i, m in enumerate(request.inputs)])
+
+        vectors = await self._call(context, run)
+        return fusion_pb2.EmbedResponse(embeddings=[fusion_pb2.Embedding(values=v.tolist()) for v in vectors],
+                                        dimensions=engine.dimensions, model=loaded.name, model_version=loaded.version)
+
+    async def Similarity(self, request, context):
+        loaded = await self._model(request.model, context)
+
+        def run():
+            self._count(len(request.candidates), "candidates")
+            inputs = [_input(request.query, 0)] + [_input(m, i + 1) for i, m in enumerate(request.candidates)]
+            v = loaded.engine.embed(inputs)
+            return v[1:] @ v[0]
+
+        scores = await self._call(context, run)
+        return fusion_pb2.SimilarityResponse(scores=scores.tolist(), model=loaded.name, model_version=loaded.version)
+
+    async def Search(self, request, context):
+        loaded = await self._model(request.model, context)
+        collection = request.collection or STARTER_COLLECTION
+
+        def run():
+            query = loaded.engine.embed([_input(request.query, 0)])[0]
+            return self.index.search(collection, query, k=request.k or 5, model=(loaded.name, loaded.version))
+
+        hits = await self._call(context, run)
+        return fusion_pb2.SearchResponse(
+            results=[fusion_pb2.SearchResult(id=h.id, caption=h.caption, score=h.score,
+                                             metadata_json=json.dumps(h.metadata, ensure_ascii=False)) for h in hits],
+            collection=collection, model=loaded.name, model_version=loaded.version)
+
+    async def AddItems(self, request, context):
+        loaded = await self._model(request.model, context)
+        engine: EmbeddingEngine = loaded.engine
+
+        def run():
+            self._count(len(request.items), "items")
+            inputs, metas = [], []
+            for i, item in enumerate(request.items):
+                if item.image:
+                    inputs.append(("image", item.image))
+                elif item.caption.strip():
+                    inputs.append(("text", item.caption))
+                else:
+                    raise InvalidInput(f"item {i} has neither an image nor a caption; send one of them")
+                metas.append(parse_metadata(item.metadata_json, i))
+            vectors = engine.embed(inputs)
+            count = self.index.add(request.collection, ids=[it.id for it in request.items], embeddings=vectors,
+                                   captions=[it.caption for it in request.items], metadatas=metas,
+                                   model=(loaded.name, loaded.version))
+            return count
+
+        count = await self._call(context, run)
+        return fusion_pb2.AddItemsResponse(added=len(request.items), count=count, collection=request.collection)
+
+    async def DeleteItems(self, request, context):
+        def run():
+            if not request.ids:
+                raise InvalidInput("no ids given; send the ids of the items to delete")
+            return self.index.delete(request.collection, list(request.ids))
+
+        deleted, count = await self._call(context, run)
+        return fusion_pb2.DeleteItemsResponse(deleted=deleted, count=count, collection=request.collection)
+
+    async def ListCollections(self, request, context):
+        rows = await self._call(context, self.index.collections)
+        return fusion_pb2.ListCollectionsResponse(collections=[
+            fusion_pb2.CollectionInfo(name=n, count=c, model=m, model_version=v) for n, c, m, v in rows])
+
+    async def ListModels(self, request, context):
+        out = []
+        for loaded in self.pool.models.values():
+            m = loaded.bundle.manifest
+            metrics = {k: float(v) for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
+            out.append(common_pb2.ModelInfo(name=loaded.name, version=loaded.version, task=m["task"],
+                                            backend=loaded.backend, metrics=metrics))
+        return common_pb2.ListModelsResponse(models=out)

@@ -1,0 +1,84 @@
+"""The CLIP recipe: it learns, it resumes to the same weights, and its ONNX graphs match torch."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from omniforge_training.data.image_text import load_image_text
+from omniforge_training.eval_vision import recall_at_k
+from omniforge_training.train_clip import CLIPTrainConfig, train_clip
+
+TINY = dict(image_size=32, patch_size=4, n_layer=2, n_head=2, n_embd=32, batch_size=32, warmup_steps=5, lr=3e-3,
+            eval_interval=0, threads=1)
+
+
+def test_training_aligns_images_with_their_names(tiny_clip_run, tiny_images):
+    from omniforge_training.export_clip import load_clip
+    from omniforge_training.train_clip import embed_images
+
+    summary = json.loads((tiny_clip_run / "summary.json").read_text())
+    assert summary["steps"] == 100 and summary["history"][0]["step"] == 50
+    # on the concepts it trained on, an image finds its own name far above chance
+    ds = load_image_text(tiny_images)
+    model = load_clip(tiny_clip_run)
+    text = torch.load(tiny_clip_run / "text_features.pt", weights_only=False)
+    names = model.encode_text_features(text["names"]).detach().numpy()
+    idx = ds.train_items()
+    sim = embed_images(model, ds.images, idx) @ names.T
+    r5 = recall_at_k(sim, ds.item_concept[idx], np.arange(len(ds.concepts)))["R@5"]
+    chance = 5 / len(ds.concepts)
+    assert r5 > 3 * chance, (r5, chance)
+    for split in ("val", "heldout_style", "unseen_concepts", "unseen_all_names"):
+        assert set(summary["retrieval"][split]) >= {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1"}
+
+
+def test_resume_reaches_the_same_weights(tiny_images, tmp_path):
+    straight = tmp_path / "straight"
+    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(straight), max_steps=8, checkpoint_interval=4, **TINY),
+               progress=False, log=lambda m: None)
+    resumed = tmp_path / "resumed"
+    stop_at = []
+
+    def stop_after_4(report):
+        stop_at.append(report.step)
+        return report.step < 4
+
+    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(resumed), max_steps=8, checkpoint_interval=4, **TINY),
+               progress=False, log=lambda m: None, on_step=stop_after_4)
+    assert stop_at[-1] == 4
+    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(resumed), max_steps=8, checkpoint_interval=4, **TINY),
+               progress=False, log=lambda m: None)
+    from safetensors.torch import load_file
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_bad_settings_are_clear(tiny_images, tmp_path):
+    with pytest.raises(ValueError, match="needs a dataset built at that size"):
+        train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(tmp_path), **{**TINY, "image_size": 128}),
+                   progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="batch_size=100000 needs more"):
+        train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(tmp_path), **{**TINY, "batch_size": 100000}),
+                   progress=False, log=lambda m: None)
+
+
+def test_onnx_bundle_matches_torch_and_is_unit_length(tiny_clip_bundle, tiny_clip_run, tiny_images):
+    import onnxruntime as ort
+
+    from omniforge_shared.bundle import load_bundle
+    from omniforge_shared.images import to_model_input
+    from omniforge_training.export_clip import load_clip
+
+    bundle = load_bundle(tiny_clip_bundle)
+    assert bundle.task == "embedding" and bundle.manifest["embedding"]["dimensions"] == 256
+    assert bundle.manifest["metrics"]["onnx_parity_image"] < 1e-4
+    ds = load_image_text(tiny_images)
+    pixels = to_model_input(list(ds.images[:5]), 32)       # the serving path's preprocessing
+    sess = ort.InferenceSession(str(bundle.file("image-encoder")), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"pixel_values": pixels})[0]
+    want = load_clip(tiny_clip_run).encode_image(torch.from_numpy(pixels)).detach().numpy()
+    assert np.abs(got - want).max() < 1e-4
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

