@@ -154,3 +154,33 @@ def test_base64_that_is_not_base64(http):
     assert r.status_code == 422 and "send 1 to 256" in r.json()["error"]["message"]
     r = http.post("/embed", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400
+
+
+def test_the_sdk_reads_like_the_api(vision_gateway, starter, tmp_path):
+    import asyncio
+
+    from omniforge_sdk import AsyncClient, BadRequestError, Client, NotFoundError
+
+    path = tmp_path / "q.png"
+    path.write_bytes(png(starter.images[3]))
+    with Client(base_url=vision_gateway.url) as client:
+        emb = client.embeddings.create(input=["a red heart", "a cat"])
+        assert len(emb.vectors) == 2 and emb.dimensions == 256
+        assert client.collections.add("sdk-pics", items=[{"id": "p3", "caption": "three", "image": path},
+                                                         {"id": "t", "caption": "just text"}]) == 2
+        hits = client.search(image=path, k=1, collection="sdk-pics")
+        assert hits[0].id == "p3" and hits[0].score > 0.99
+        assert "sdk-pics" in [c.name for c in client.collections.list()]
+        assert client.collections.delete("sdk-pics", ids=["t"]) == 1
+        with pytest.raises(BadRequestError, match="not valid base64|not an image"):
+            client.embeddings.create(image=b"nope")
+        with pytest.raises(NotFoundError):
+            client.search(query="x", collection="missing-one")
+
+    async def run():
+        async with AsyncClient(base_url=vision_gateway.url) as client:
+            emb = await client.embeddings.create(image=path)
+            hits = await client.search(query="three", collection="sdk-pics", k=1)
+            return emb, hits
+    emb, hits = asyncio.run(run())
+    assert emb.dimensions == 256 and hits[0].id == "p3"

@@ -5,12 +5,14 @@
     print(client.generate(prompt="ROMEO:", max_tokens=40).text)
     for chunk in client.generate(prompt="ROMEO:", stream=True):
         print(chunk.text, end="")
+    vectors = client.embeddings.create(input=["a red heart", "a cat"]).vectors
+    hits = client.search(image="photo.png", k=5)
 """
 from ._client import AsyncClient, Client
 from ._errors import (APIConnectionError, APIError, BadRequestError, InternalServerError, NotFoundError,
                       OmniforgeError, RateLimitError, ServiceUnavailableError, TimeoutError_)
-from ._types import Generation, GenerationChunk, Model, TrainingJob, Usage
+from ._types import Collection, Embeddings, Generation, GenerationChunk, Model, SearchResult, TrainingJob, Usage
 
 __all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "BadRequestError", "InternalServerError",
            "NotFoundError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
-           "Generation", "GenerationChunk", "Model", "TrainingJob", "Usage"]
+           "Collection", "Embeddings", "Generation", "GenerationChunk", "Model", "SearchResult", "TrainingJob", "Usage"]

@@ -7,7 +7,7 @@ from typing import AsyncIterator, Iterator
 import httpx
 
 from ._errors import APIConnectionError, OmniforgeError, error_for
-from ._types import Generation, GenerationChunk, Model, TrainingJob
+from ._types import Collection, Embeddings, Generation, GenerationChunk, Model, SearchResult, TrainingJob
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -62,6 +62,63 @@ class _SSEParser:
             raise error_for(status, payload, {})
         self.event = "message"
         return GenerationChunk.from_json(payload)
+
+
+def _image_b64(image) -> str:
+    """bytes, a path, or a file object -> base64 text for a JSON body."""
+    import base64
+    from pathlib import Path
+
+    if isinstance(image, (str, Path)):
+        image = Path(image).read_bytes()
+    elif hasattr(image, "read"):
+        image = image.read()
+    return base64.b64encode(image).decode()
+
+
+def _embed_body(input, image, model) -> dict:
+    if (input is None) == (image is None):
+        raise ValueError("give exactly one of input= (a text or a list of texts) or image= (bytes or a path)")
+    body = {"input": input} if input is not None else {"image": _image_b64(image)}
+    return {**body, **({"model": model} if model else {})}
+
+
+def _search_body(query, image, k, collection, model) -> dict:
+    if (query is None) == (image is None):
+        raise ValueError("give exactly one of query= (text) or image= (bytes or a path)")
+    body = {"query": query} if query is not None else {"image": _image_b64(image)}
+    return {**body, "k": k, **({"collection": collection} if collection else {}), **({"model": model} if model else {})}
+
+
+def _items_body(items: list[dict]) -> dict:
+    """[{"id", "caption"?, "image"? (bytes or path), "metadata"?}] -> the JSON body."""
+    return {"items": [{**{k: v for k, v in it.items() if k != "image"},
+                       **({"image": _image_b64(it["image"])} if it.get("image") is not None else {})}
+                      for it in items]}
+
+
+class _Embeddings:
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def create(self, *, input: str | list[str] | None = None, image=None, model: str | None = None) -> Embeddings:
+        return Embeddings.from_json(self._client._request("POST", "/embed", json=_embed_body(input, image, model)).json())
+
+
+class _Collections:
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def list(self) -> list[Collection]:
+        return [Collection(**c) for c in self._client._request("GET", "/collections").json()["collections"]]
+
+    def add(self, name: str, *, items: list[dict]) -> int:
+        """Adds or replaces items; returns the collection's size afterwards."""
+        return self._client._request("POST", f"/collections/{name}/items", json=_items_body(items)).json()["count"]
+
+    def delete(self, name: str, *, ids: list[str]) -> int:
+        """Deletes items by id; returns how many were there."""
+        return self._client._request("DELETE", f"/collections/{name}/items", json={"ids": ids}).json()["deleted"]
 
 
 class _Models:
@@ -127,6 +184,8 @@ class Client:
         self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
         self.models = _Models(self)
         self.training = _Training(self)
+        self.embeddings = _Embeddings(self)
+        self.collections = _Collections(self)
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
@@ -161,6 +220,12 @@ class Client:
                         return
         except httpx.TransportError as e:
             raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+
+    def search(self, *, query: str | None = None, image=None, k: int = 5, collection: str | None = None,
+               model: str | None = None) -> list[SearchResult]:
+        """The k items of a collection (default: the starter one) nearest to a text or an image."""
+        body = _search_body(query, image, k, collection, model)
+        return [SearchResult(**r) for r in self._request("POST", "/search", json=body).json()["results"]]
 
     def health(self) -> bool:
         try:
@@ -232,6 +297,30 @@ class _AsyncJobs:
             await asyncio.sleep(poll_s)
 
 
+class _AsyncEmbeddings:
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def create(self, *, input: str | list[str] | None = None, image=None,
+                     model: str | None = None) -> Embeddings:
+        r = await self._client._request("POST", "/embed", json=_embed_body(input, image, model))
+        return Embeddings.from_json(r.json())
+
+
+class _AsyncCollections:
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def list(self) -> list[Collection]:
+        return [Collection(**c) for c in (await self._client._request("GET", "/collections")).json()["collections"]]
+
+    async def add(self, name: str, *, items: list[dict]) -> int:
+        return (await self._client._request("POST", f"/collections/{name}/items", json=_items_body(items))).json()["count"]
+
+    async def delete(self, name: str, *, ids: list[str]) -> int:
+        return (await self._client._request("DELETE", f"/collections/{name}/items", json={"ids": ids})).json()["deleted"]
+
+
 class _AsyncTraining:
     def __init__(self, client: "AsyncClient") -> None:
         self.jobs = _AsyncJobs(client)
@@ -246,6 +335,8 @@ class AsyncClient:
         self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
         self.models = _AsyncModels(self)
         self.training = _AsyncTraining(self)
+        self.embeddings = _AsyncEmbeddings(self)
+        self.collections = _AsyncCollections(self)
 
     async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
@@ -282,6 +373,11 @@ class AsyncClient:
                         return
         except httpx.TransportError as e:
             raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+
+    async def search(self, *, query: str | None = None, image=None, k: int = 5, collection: str | None = None,
+                     model: str | None = None) -> list[SearchResult]:
+        body = _search_body(query, image, k, collection, model)
+        return [SearchResult(**r) for r in (await self._request("POST", "/search", json=body)).json()["results"]]
 
     async def close(self) -> None:
         await self._http.aclose()

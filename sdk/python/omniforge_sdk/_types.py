@@ -72,3 +72,33 @@ class TrainingJob:
     @property
     def done(self) -> bool:
         return self.state in ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Unit-length vectors in the shared space, one per input, in order."""
+    vectors: list[list[float]]
+    model: str
+    model_version: str
+    dimensions: int
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Embeddings":
+        return cls(vectors=[e["embedding"] for e in sorted(d["data"], key=lambda e: e["index"])], model=d["model"],
+                   model_version=d["model_version"], dimensions=d["dimensions"])
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    id: str
+    caption: str
+    score: float
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    count: int
+    model: str
+    model_version: str
