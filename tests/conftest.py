@@ -125,11 +125,39 @@ def tiny_clip_bundle(tmp_path_factory, tiny_clip_run, tiny_images) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fusion_service(tiny_clip_bundle, tmp_path_factory):
-    """The fusion service as a real process: the tiny CLIP bundle and an embedded ChromaDB."""
+def tiny_caption_run(tmp_path_factory, tiny_clip_run, tiny_images) -> Path:
+    """A one-layer captioner on the tiny CLIP, with the starter text model's BPE tokenizer."""
+    from omniforge_training.starter import STARTER_TEXT_DIR
+    from omniforge_training.train_caption import CaptionTrainConfig, train_caption
+
+    out = tmp_path_factory.mktemp("tiny-caption")
+    train_caption(CaptionTrainConfig(data=str(tiny_images), clip=str(tiny_clip_run), out=str(out),
+                                     tokenizer=str(STARTER_TEXT_DIR / "tokenizer.json"), n_layer=1, n_head=2,
+                                     n_embd=32, batch_size=32, max_steps=60, warmup_steps=5, lr=3e-3,
+                                     eval_interval=30, checkpoint_interval=30, threads=1),
+                  progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_caption_bundle(tmp_path_factory, tiny_caption_run, tiny_clip_run, tiny_images) -> Path:
+    import numpy as np
+
+    from omniforge_training.export_caption import export_caption_bundle
+
+    out = tmp_path_factory.mktemp("tiny-caption-bundle")
+    export_caption_bundle(tiny_caption_run, tiny_clip_run, out, name="tiny-captioner", version="1",
+                          sample_images=np.load(tiny_images / "images.npy")[:4], log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fusion_service(tiny_clip_bundle, tiny_caption_bundle, tmp_path_factory):
+    """The fusion service as a real process: the tiny CLIP and captioner bundles, an embedded ChromaDB."""
     port, metrics_port = free_port(), free_port()
     logs = tmp_path_factory.mktemp("logs")
     proc = Proc("omniforge_fusion.server", {"OMNIFORGE_FUSION_BUNDLE": str(tiny_clip_bundle),
+                                            "OMNIFORGE_FUSION_CAPTION_BUNDLE": str(tiny_caption_bundle),
                                             "OMNIFORGE_FUSION_PORT": str(port), "OMNIFORGE_FUSION_THREADS": "1",
                                             "OMNIFORGE_FUSION_METRICS_PORT": str(metrics_port),
                                             "OMNIFORGE_FUSION_CHROMA_PATH": str(logs / "chroma"),

@@ -187,3 +187,24 @@ class CollectionPublic(BaseModel):
 
 class CollectionList(BaseModel):
     collections: list[CollectionPublic]
+
+
+class CaptionRequest(RequestModel):
+    image: StrictStr | None = Field(None, description="a base64 image (or send a multipart `file`)")
+    prompt: StrictStr = Field("", max_length=200, description='steers the caption, e.g. "describe the colours"')
+    model: StrictStr | None = None
+    max_tokens: StrictInt = Field(24, ge=1, le=64)
+    temperature: float = Field(0.0, ge=0, le=5, allow_inf_nan=False, description="0 = greedy")
+    top_k: StrictInt = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    num_beams: StrictInt = Field(1, ge=1, le=8, description="> 1 = beam search")
+    seed: StrictInt | None = Field(None, ge=0, lt=2**63)
+
+
+class CaptionResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    caption: str
+    finish_reason: Literal["stop", "length"]
+    model: str
+    model_version: str

@@ -184,3 +184,29 @@ def test_the_sdk_reads_like_the_api(vision_gateway, starter, tmp_path):
             return emb, hits
     emb, hits = asyncio.run(run())
     assert emb.dimensions == 256 and hits[0].id == "p3"
+
+
+def test_caption_from_a_file_or_base64(http, starter):
+    image = png(starter.images[2])
+    by_file = http.post("/caption", files={"file": ("x.png", image)}, data={"max_tokens": "8"})
+    assert by_file.status_code == 200, by_file.text
+    body = by_file.json()
+    assert body["caption"] and body["model"] == "tiny-captioner" and body["finish_reason"] in ("stop", "length")
+    by_json = http.post("/caption", json={"image": b64(image), "max_tokens": 8}).json()
+    assert by_json["caption"] == body["caption"]                       # greedy: the same caption
+    beams = http.post("/caption", json={"image": b64(image), "num_beams": 3, "max_tokens": 8})
+    assert beams.status_code == 200
+    prompted = http.post("/caption", json={"image": b64(image), "prompt": "describe the colours", "max_tokens": 6})
+    assert prompted.status_code == 200
+
+
+def test_caption_refusals(http, fusion_service):
+    r = http.post("/caption", json={"max_tokens": 8})
+    assert r.status_code == 422 and "multipart `file` or as base64" in r.json()["error"]["message"]
+    r = http.post("/caption", json={"image": b64(b"GIF89a nonsense"), "max_tokens": 8})
+    assert r.status_code == 400 and "send" in r.json()["error"]["message"]
+    r = http.post("/caption", json={"image": "aGk=", "num_beams": 12})
+    assert r.status_code == 422 and "num_beams" in r.json()["error"]["message"]
+    r = http.post("/caption", json={"image": "aGk=", "num_beams": 2, "temperature": 0.7})
+    assert r.status_code == 422 and "deterministic" in r.json()["error"]["message"]
+    assert grpc_serving(fusion_service.address)

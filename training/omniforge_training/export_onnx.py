@@ -68,8 +68,10 @@ class _GraphBuilder:
         return output
 
 
-def build_graph(model: GPT):
-    """The decoder as an onnx.ModelProto, from the model's weights."""
+def build_graph(model: GPT, *, embeds_input: bool = False):
+    """The decoder as an onnx.ModelProto, from the model's weights. `embeds_input`: the graph
+    takes `inputs_embeds` (B, S, C) float instead of `input_ids` (the captioner's decoder, whose
+    prefix is an image; its engine looks token embeddings up itself)."""
     from onnx import TensorProto, helper
 
     cfg = model.config
@@ -92,7 +94,11 @@ def build_graph(model: GPT):
     # the attention op's lengths: seqlens_k = length - 1 per row, total = the longest row
     seqlens_k = g.op("Sub", ["lengths", g.const("one_i32", np.array(1, np.int32))], "seqlens_k")
     total = g.op("ReduceMax", ["lengths"], "total_sequence_length", keepdims=0)
-    x = g.op("Gather", [g.const("wte", w["transformer.wte.weight"]), "input_ids"], "embeddings")
+    first = "inputs_embeds" if embeds_input else "input_ids"
+    if embeds_input:
+        x = g.op("Identity", ["inputs_embeds"], "embeddings")
+    else:
+        x = g.op("Gather", [g.const("wte", w["transformer.wte.weight"]), "input_ids"], "embeddings")
     # the attention op rotates q and k itself when the head size is a multiple of 16
     fused_rotary = cfg.rope and hs % 16 == 0
     if cfg.rope:
@@ -101,7 +107,7 @@ def build_graph(model: GPT):
                   g.const("rotary_sin", np.sin(angles).astype(np.float32))]
     if not fused_rotary:
         # positions (B, S): a prefill starts at 0; a decode step's token sits at length - 1
-        S = g.op("Gather", [g.op("Shape", ["input_ids"], "ids_shape"), g.const("one_i64", np.array(1, np.int64))],
+        S = g.op("Gather", [g.op("Shape", [first], "ids_shape"), g.const("one_i64", np.array(1, np.int64))],
                  "S")
         steps = g.op("Range", [g.const("zero_i64", np.array(0, np.int64)), S, "one_i64"], "steps")
         is_decode = g.op("Equal", [S, "one_i64"], "is_decode")
@@ -137,7 +143,8 @@ def build_graph(model: GPT):
     cache = lambda name, length: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", nh, length, hs])
     graph = helper.make_graph(
         g.nodes, "omniforge-decoder",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+        [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, ["batch", "sequence", cfg.n_embd])
+         if embeds_input else helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
          helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"]),
          *[cache(n, "past_sequence") for n in inputs[2:]]],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", V]),

@@ -12,12 +12,13 @@ from omniforge_shared.logs import setup_logging
 from omniforge_shared.metrics import Metrics
 from omniforge_shared.settings import load_settings
 
+from .captioner import CaptionEngine
 from .engine import EmbeddingEngine
 from .index import SearchIndex
 from .servicer import FusionServicer
 from .settings import FusionServiceSettings
 
-TASK = "embedding"
+TASKS = ("embedding", "image-caption")
 SERVICE_NAME = fusion_pb2.DESCRIPTOR.services_by_name["FusionService"].full_name
 
 
@@ -27,8 +28,24 @@ def load_engine(bundle: Bundle, pool: serving.ModelPool) -> EmbeddingEngine:
                            limits=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels))
 
 
+def load_captioner(bundle: Bundle, pool: serving.ModelPool) -> CaptionEngine:
+    s: FusionServiceSettings = pool.settings
+    return CaptionEngine(bundle, threads=s.threads, max_batch=s.caption_max_batch,
+                         limits=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels))
+
+
 def make_pool(settings: FusionServiceSettings) -> serving.ModelPool:
-    return serving.ModelPool(settings, task=TASK, engine_factory=load_engine, metrics=Metrics("fusion"))
+    return serving.ModelPool(settings, task=TASKS, metrics=Metrics("fusion"),
+                             engine_factory={"embedding": load_engine, "image-caption": load_captioner})
+
+
+def load_models(pool: serving.ModelPool, settings: FusionServiceSettings) -> None:
+    """The registry's production models (or the bundle folders the settings name)."""
+    from omniforge_shared.bundle import load_bundle
+
+    pool.load_configured()
+    if settings.caption_bundle is not None:
+        pool.load(load_bundle(settings.caption_bundle))
 
 
 def open_index(settings: FusionServiceSettings) -> SearchIndex:
@@ -41,7 +58,7 @@ async def serve(settings: FusionServiceSettings, *, ready: asyncio.Event | None 
                 index: SearchIndex | None = None) -> None:
     if pool is None:
         pool = make_pool(settings)
-        await asyncio.to_thread(pool.load_configured)
+        await asyncio.to_thread(load_models, pool, settings)
     index = index or await asyncio.to_thread(open_index, settings)
     servicer = FusionServicer(pool, index, max_inputs=settings.max_inputs)
     await serving.serve(settings, pool, service_name=SERVICE_NAME, ready=ready, stop=stop,

@@ -9,6 +9,7 @@ import grpc
 from omniforge_proto.v1 import common_pb2, fusion_pb2, fusion_pb2_grpc
 from omniforge_shared.serving import ModelNotFound, ModelPool, label_call
 
+from .captioner import CaptionParams
 from .engine import EmbeddingEngine, InvalidInput
 from .index import (STARTER_COLLECTION, InvalidIndexRequest, NotFound, SearchIndex, StaleCollection,
                     parse_metadata)
@@ -35,9 +36,9 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
         except tuple(STATUS) as e:
             await context.abort(STATUS[type(e)], str(e))
 
-    async def _model(self, ref, context):
+    async def _model(self, ref, context, task: str = "embedding"):
         try:
-            loaded = self.pool.get(ref.name, ref.version)
+            loaded = self.pool.get(ref.name, ref.version, task=task)
         except ModelNotFound as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         label_call(model=loaded.name, version=loaded.version)
@@ -48,6 +49,20 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
             raise InvalidInput(f"no {what} given; send at least one")
         if n > self.max_inputs:
             raise InvalidInput(f"{n} {what} in one call; the limit is {self.max_inputs}")
+
+    async def Caption(self, request, context):
+        loaded = await self._model(request.model, context, task="image-caption")
+        p = request.params
+        params = CaptionParams(max_tokens=p.max_tokens or 24, temperature=p.temperature, top_k=p.top_k,
+                               top_p=p.top_p or 1.0, num_beams=p.num_beams or 1,
+                               seed=p.seed if p.HasField("seed") else None, prompt=request.prompt)
+        future = await self._call(context, loaded.engine.submit, request.image, params)
+        try:
+            caption = await asyncio.wrap_future(future)
+        except RuntimeError as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        return fusion_pb2.CaptionResponse(caption=caption.text, finish_reason=caption.finish_reason,
+                                          tokens=caption.tokens, model=loaded.name, model_version=loaded.version)
 
     async def Embed(self, request, context):
         loaded = await self._model(request.model, context)

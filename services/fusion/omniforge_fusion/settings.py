@@ -23,3 +23,6 @@ class FusionServiceSettings(ServiceSettings):
     max_image_bytes: int = Field(MAX_BYTES, ge=1024)
     max_image_pixels: int = Field(MAX_PIXELS, ge=64 * 64)
     max_inputs: int = Field(256, ge=1)            # texts or images per Embed / AddItems call
+    # a captioner bundle folder, served beside `bundle` (the registry's production one otherwise)
+    caption_bundle: Path | None = None
+    caption_max_batch: int = Field(16, ge=1, le=256)

@@ -21,9 +21,11 @@ class OnnxDecoder:
     KEEP_BINDINGS = 4
 
     def __init__(self, path: Path, spec: DecoderSpec, *, threads: int = 0, spin_wait: bool = True,
-                 session: ort.InferenceSession | None = None) -> None:
-        """`session`: one already made for `path` (other execution providers), else a CPU one."""
+                 session: ort.InferenceSession | None = None, embed_dim: int = 0) -> None:
+        """`session`: one already made for `path` (other execution providers), else a CPU one.
+        `embed_dim` > 0: the graph takes `inputs_embeds` (b, S, embed_dim) instead of token ids."""
         self.spec = spec
+        self.embed_dim = embed_dim
         if session is None:
             opts = ort.SessionOptions()
             if threads:
@@ -45,10 +47,17 @@ class OnnxDecoder:
             self._bindings.move_to_end(key)
             return self._bindings[key]
         io = self.session.io_binding()
-        ids, lengths = np.zeros((b, S), np.int64), np.zeros(b, np.int32)
+        if self.embed_dim:
+            ids = np.zeros((b, S, self.embed_dim), np.float32)
+        else:
+            ids = np.zeros((b, S), np.int64)
+        lengths = np.zeros(b, np.int32)
         logits = np.empty((b, S, self.spec.vocab_size), np.float32)
         # pointers, not copies: the session reads and writes these buffers at every run
-        io.bind_input("input_ids", "cpu", 0, np.int64, [b, S], ids.ctypes.data)
+        if self.embed_dim:
+            io.bind_input("inputs_embeds", "cpu", 0, np.float32, [b, S, self.embed_dim], ids.ctypes.data)
+        else:
+            io.bind_input("input_ids", "cpu", 0, np.int64, [b, S], ids.ctypes.data)
         io.bind_input("lengths", "cpu", 0, np.int32, [b], lengths.ctypes.data)
         for (past, present), array in zip(self._cache_names, cache.arrays):
             rows = array[start:start + b]                  # contiguous: rows are the outer axis
@@ -62,7 +71,8 @@ class OnnxDecoder:
         return self._bindings[key]
 
     def forward(self, input_ids, lengths, cache: KVCache, start: int):
-        b, S = input_ids.shape
+        """input_ids (b, S) int64, or (b, S, embed_dim) float32 embeddings for an embeds graph."""
+        b, S = input_ids.shape[:2]
         with self._lock:
             io, ids, lens, logits, _ = self._bind(cache, start, b, S)
             ids[...] = input_ids

@@ -123,6 +123,35 @@ class CLIPParams(BaseModel):
         return self
 
 
+class CaptionParams(BaseModel):
+    """Hyper-parameters of the `caption` recipe: a prefix captioner (GPT decoder) on top of a
+    registered CLIP model's image tower, with a registered text model's BPE tokenizer."""
+    model_config = ConfigDict(extra="forbid")
+
+    clip_model: str = Field("clip-starter", description="registered embedding model, `name` or `name:version`")
+    tokenizer_model: str = Field("text-starter", description="registered text model whose tokenizer to use")
+    n_layer: int = Field(3, ge=1, le=48)
+    n_head: int = Field(4, ge=1, le=64)
+    n_embd: int = Field(256, ge=16, le=4096)
+    block_size: int = Field(64, ge=16, le=1024)
+    batch_size: int = Field(128, ge=2, le=65536)
+    max_steps: int = Field(1500, ge=1, le=10_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    warmup_steps: int = Field(100, ge=0)
+    colour_prompt_share: float = Field(0.2, ge=0.0, le=1.0)
+    eval_interval: int = Field(250, ge=0)
+    checkpoint_interval: int = Field(100, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 8:
+            raise ValueError(f"n_embd={self.n_embd} / n_head={self.n_head} must give a head size that is a multiple of 8")
+        return self
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -157,6 +186,7 @@ RECIPE_SPECS: dict[str, RecipeSpec] = {
     "text-lm": RecipeSpec(name="text-lm", task="text-generation", params=TextLMParams),
     "text-lora": RecipeSpec(name="text-lora", task="text-generation", params=TextLoRAParams),
     "clip": RecipeSpec(name="clip", task="embedding", params=CLIPParams),
+    "caption": RecipeSpec(name="caption", task="image-caption", params=CaptionParams),
 }
 
 

@@ -59,10 +59,14 @@ EngineFactory = Callable[[Bundle, "ModelPool"], Engine]
 
 
 class ModelPool:
-    def __init__(self, settings, *, task: str, engine_factory: EngineFactory, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings, *, task: str | tuple[str, ...], engine_factory: EngineFactory | dict[str, EngineFactory],
+                 metrics: Metrics | None = None) -> None:
+        """One task, or several (a service with one engine per task: `engine_factory` maps task -> factory)."""
         self.settings = settings
-        self.task = task
+        self.tasks = (task,) if isinstance(task, str) else tuple(task)
+        self.task = self.tasks[0]
         self.engine_factory = engine_factory
+        self.defaults: dict[str, str] = {}            # task -> the model served when a call names none
         self.metrics = metrics or Metrics("service")
         self.models: dict[str, LoadedModel] = {}      # name -> the version served by default
         self.default: str | None = None
@@ -75,14 +79,17 @@ class ModelPool:
         self.metrics.registry.register(_EngineGauges(self))
 
     def load(self, bundle: Bundle) -> LoadedModel:
-        if bundle.task != self.task:
-            raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, not {self.task!r}")
+        if bundle.task not in self.tasks:
+            raise ValueError(f"bundle {bundle.name}:{bundle.version} is a {bundle.task!r} model, "
+                             f"not {' or '.join(map(repr, self.tasks))}")
         start = time.perf_counter()
-        loaded = LoadedModel(bundle, self.engine_factory(bundle, self))
+        factory = self.engine_factory[bundle.task] if isinstance(self.engine_factory, dict) else self.engine_factory
+        loaded = LoadedModel(bundle, factory(bundle, self))
         self._load_seconds.labels(bundle.name, bundle.version).observe(time.perf_counter() - start)
         old = self.models.get(bundle.name)
         self.models[bundle.name] = loaded             # new requests go to the new engine from here
         self.default = self.default or bundle.name
+        self.defaults.setdefault(bundle.task, bundle.name)
         if old is not None:
             old.engine.retire()                       # in-flight requests finish on the old one
             self._swaps.labels(bundle.name).inc()
@@ -102,13 +109,13 @@ class ModelPool:
         self.registry.upgrade()
         self.refresh()
         if not self.models:
-            logger.warning("no %s model is registered; run `omniforge bootstrap`", self.task)
+            logger.warning("no %s model is registered; run `omniforge bootstrap`", " or ".join(self.tasks))
 
     def refresh(self) -> list[str]:
         """Loads every model whose production version is not the one served; returns what changed."""
         if self.registry is None:
             return []
-        names = self.settings.models or sorted({v.name for v in self.registry.list_versions() if v.task == self.task})
+        names = self.settings.models or sorted({v.name for v in self.registry.list_versions() if v.task in self.tasks})
         changed = []
         for name in names:
             try:
@@ -132,12 +139,13 @@ class ModelPool:
             changed.append(ref)
         return changed
 
-    def get(self, name: str, version: str = "") -> LoadedModel:
-        name = name or self.default or ""
+    def get(self, name: str, version: str = "", *, task: str | None = None) -> LoadedModel:
+        name = name or (self.defaults.get(task) if task else self.default) or ""
         loaded = self.models.get(name)
-        if loaded is None:
-            known = ", ".join(sorted(self.models)) or "none loaded"
-            raise ModelNotFound(f"model {name!r} is not served here; available: {known}")
+        if loaded is None or (task and loaded.bundle.task != task):
+            known = ", ".join(sorted(n for n, m in self.models.items() if not task or m.bundle.task == task))
+            what = f"{task} model" if task else "model"
+            raise ModelNotFound(f"{what} {name!r} is not served here; available: {known or 'none loaded'}")
         if version and version != loaded.version:
             raise ModelNotFound(f"model {name!r} version {version!r} is not served; "
                                 f"this service serves version {loaded.version!r}")

@@ -105,7 +105,11 @@ def run_job(job_id: str) -> dict:
             log("cancelled: training stopped at a step boundary; nothing was registered")
             return store.finish(job_id, "cancelled").result
         summary = result.summary
-        if "retrieval" in summary:
+        if "quality" in summary:
+            log("evaluation on held-out data: " + "; ".join(
+                f"{split} BLEU-4 {q['bleu4']:.1f} CIDEr-D {q['cider_d']:.3f} exact {q['exact_match']:.3f}"
+                for split, q in summary["quality"].items()))
+        elif "retrieval" in summary:
             log("evaluation on held-out data: " + "; ".join(
                 f"{split} i2t R@1 {r['i2t_R@1']:.3f} R@5 {r['i2t_R@5']:.3f}" for split, r in summary["retrieval"].items()))
         else:

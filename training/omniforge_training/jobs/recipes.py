@@ -139,6 +139,46 @@ def clip(ctx: JobContext) -> RecipeResult:
                         gate=(gate, "max"))
 
 
+@recipe("caption")
+def caption(ctx: JobContext) -> RecipeResult:
+    """A prefix captioner on a registered CLIP's (frozen) image tower."""
+    from ..data.image_text import load_image_text
+    from ..export_caption import export_caption_bundle
+    from ..train_caption import CaptionTrainConfig, train_caption
+
+    p = validate_params("caption", ctx.params)
+    if ctx.registry is None:
+        raise ValueError("the caption recipe needs the registry to find its CLIP and tokenizer models")
+    name, _, version = p.clip_model.partition(":")
+    clip_bundle = ctx.registry.bundle(name, version or None)
+    if not clip_bundle.has("weights"):
+        raise ValueError(f"{clip_bundle.name}:{clip_bundle.version} has no torch weights to start from; "
+                         "register it with a current `omniforge` (the export now bundles them)")
+    tname, _, tversion = p.tokenizer_model.partition(":")
+    tokenizer = ctx.registry.bundle(tname, tversion or None).file("tokenizer")
+    fields = p.model_dump(exclude={"promote", "threads", "clip_model", "tokenizer_model"})
+    cfg = CaptionTrainConfig(data=str(ctx.dataset), clip=str(clip_bundle.path), tokenizer=str(tokenizer),
+                             out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
+    stopped = [False]
+
+    def on_step(r) -> bool:
+        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, **r.metrics})
+        stopped[0] = ctx.should_stop()
+        return not stopped[0]
+
+    summary = train_caption(cfg, on_step=on_step, log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        images = load_image_text(ctx.dataset).images[:4]
+        return export_caption_bundle(Path(cfg.out), clip_bundle.path, out, name=name, version=version,
+                                     sample_images=images, log=ctx.log,
+                                     extra={**extra, "clip_model": {"name": clip_bundle.name,
+                                                                    "version": clip_bundle.version}})
+
+    gate = "heldout_style_cider_d" if "heldout_style" in summary["quality"] else "val_cider_d"
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export, gate=(gate, "max"))
+
+
 def run_recipe(name: str, ctx: JobContext) -> RecipeResult:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")

@@ -166,33 +166,35 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, *, position_ids=None, past_key_values=None,
-                attention_mask=None):
+    def forward(self, idx=None, targets=None, *, position_ids=None, past_key_values=None,
+                attention_mask=None, inputs_embeds=None):
         """Training: idx (B, T) [+ targets] -> logits, loss.
 
         Decoding: also pass position_ids (B, T), past_key_values (a (key, value) pair of
         (B, nh, P, hs) per layer) and attention_mask (B, P + T), 1 = attend, 0 = padding.
-        Returns logits (B, T, V), loss or None, and the new cache.
+        Returns logits (B, T, V), loss or None, and the new cache. `inputs_embeds` (B, T, C)
+        replaces idx where a prefix is not tokens (the captioner's image prefix).
         """
-        B, T = idx.shape
+        B, T = idx.shape if inputs_embeds is None else inputs_embeds.shape[:2]
+        device = (idx if inputs_embeds is None else inputs_embeds).device
         if position_ids is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
-            position_ids = torch.arange(T, device=idx.device).unsqueeze(0)
+            position_ids = torch.arange(T, device=device).unsqueeze(0)
         attn_mask = None
         if attention_mask is not None:
             # causal mask over the cache plus the new tokens, combined with padding:
             # query i (absolute position P + i) sees key j iff j <= P + i and key j is real
             S = attention_mask.shape[1]
             P = S - T
-            q_pos = torch.arange(T, device=idx.device).unsqueeze(1) + P   # (T, 1)
-            k_pos = torch.arange(S, device=idx.device).unsqueeze(0)       # (1, S)
+            q_pos = torch.arange(T, device=device).unsqueeze(1) + P       # (T, 1)
+            k_pos = torch.arange(S, device=device).unsqueeze(0)           # (1, S)
             causal = k_pos <= q_pos                                        # (T, S)
             keep = attention_mask.bool()[:, None, None, :]                 # (B, 1, 1, S)
             # every query also sees itself, so a padding position never has an all-masked
             # row (whose softmax is NaN); real tokens never attend to padding either way
             attn_mask = (causal[None, None] & keep) | (k_pos == q_pos)[None, None]   # (B, 1, T, S)
-        x = self.transformer.wte(idx)
+        x = self.transformer.wte(idx) if inputs_embeds is None else inputs_embeds
         rotary = None
         if self.config.rope:
             rotary = rotary_tables(position_ids, self.config.head_size, self.config.rope_base)

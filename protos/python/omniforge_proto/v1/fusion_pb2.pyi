@@ -168,3 +168,45 @@ class ListCollectionsResponse(_message.Message):
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
     def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+
+class CaptionParams(_message.Message):
+    __slots__ = ("max_tokens", "temperature", "top_k", "top_p", "num_beams", "seed")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    NUM_BEAMS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    num_beams: int
+    seed: int
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., num_beams: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class CaptionRequest(_message.Message):
+    __slots__ = ("model", "image", "prompt", "params")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    model: _common_pb2.ModelRef
+    image: bytes
+    prompt: str
+    params: CaptionParams
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., image: _Optional[bytes] = ..., prompt: _Optional[str] = ..., params: _Optional[_Union[CaptionParams, _Mapping]] = ...) -> None: ...
+
+class CaptionResponse(_message.Message):
+    __slots__ = ("caption", "finish_reason", "tokens", "model", "model_version")
+    CAPTION_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    caption: str
+    finish_reason: str
+    tokens: int
+    model: str
+    model_version: str
+    def __init__(self, caption: _Optional[str] = ..., finish_reason: _Optional[str] = ..., tokens: _Optional[int] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class FusionServiceStub:
-    """The shared latent space: text and images embed into one space, compare, and search an index.
+    """The shared latent space: text and images embed into one space, compare, and search an index;
+    and images described in words.
     """
 
     def __init__(self, channel):
@@ -36,6 +37,11 @@ class FusionServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Caption = channel.unary_unary(
+                '/omniforge.v1.FusionService/Caption',
+                request_serializer=omniforge_dot_v1_dot_fusion__pb2.CaptionRequest.SerializeToString,
+                response_deserializer=omniforge_dot_v1_dot_fusion__pb2.CaptionResponse.FromString,
+                _registered_method=True)
         self.Embed = channel.unary_unary(
                 '/omniforge.v1.FusionService/Embed',
                 request_serializer=omniforge_dot_v1_dot_fusion__pb2.EmbedRequest.SerializeToString,
@@ -74,8 +80,16 @@ class FusionServiceStub:
 
 
 class FusionServiceServicer:
-    """The shared latent space: text and images embed into one space, compare, and search an index.
+    """The shared latent space: text and images embed into one space, compare, and search an index;
+    and images described in words.
     """
+
+    def Caption(self, request, context):
+        """Describes an image in words (optionally steered by a text prompt).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Embed(self, request, context):
         """Embeds texts or images into the shared space (unit-length vectors).
@@ -129,6 +143,11 @@ class FusionServiceServicer:
 
 def add_FusionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Caption': grpc.unary_unary_rpc_method_handler(
+                    servicer.Caption,
+                    request_deserializer=omniforge_dot_v1_dot_fusion__pb2.CaptionRequest.FromString,
+                    response_serializer=omniforge_dot_v1_dot_fusion__pb2.CaptionResponse.SerializeToString,
+            ),
             'Embed': grpc.unary_unary_rpc_method_handler(
                     servicer.Embed,
                     request_deserializer=omniforge_dot_v1_dot_fusion__pb2.EmbedRequest.FromString,
@@ -173,8 +192,36 @@ def add_FusionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class FusionService:
-    """The shared latent space: text and images embed into one space, compare, and search an index.
+    """The shared latent space: text and images embed into one space, compare, and search an index;
+    and images described in words.
     """
+
+    @staticmethod
+    def Caption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omniforge.v1.FusionService/Caption',
+            omniforge_dot_v1_dot_fusion__pb2.CaptionRequest.SerializeToString,
+            omniforge_dot_v1_dot_fusion__pb2.CaptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Embed(request,
