@@ -6,6 +6,7 @@
   gateway  added latency of HTTP gateway + gRPC vs the engine in-process, next to a bare FastAPI echo
   served   tokens/s delivered through gateway + text service under wrk load vs the engine alone (served.py)
   ctranslate2  tokens/s of our engine vs CTranslate2's GPT2 generator, fp32 and int8 (ctranslate2_ref.py)
+  vision   image-encoder images/s, ONNX vs torch eager; caption latency (vision.py)
 
 Results are written as JSON under bench/results/.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ctranslate2_ref import bench_ctranslate2   # these two import helpers from here inside their functions
 from served import bench_served
+from vision import bench_vision
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -311,7 +313,7 @@ async def _grpc_round_trips(address: str, n: int) -> list[float]:
 
 
 BENCHES = {"decode": bench_decode, "train": bench_train, "quality": bench_quality, "gateway": bench_gateway,
-           "served": bench_served, "ctranslate2": bench_ctranslate2}
+           "served": bench_served, "ctranslate2": bench_ctranslate2, "vision": lambda: bench_vision(THREADS)}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

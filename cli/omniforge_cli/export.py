@@ -1,4 +1,4 @@
-"""`omniforge export onnx | triton`: trained runs to served bundles."""
+"""`omniforge export onnx | clip | caption | triton`: trained runs to served bundles."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,6 +42,53 @@ def export_onnx_cmd(run_dir: Path = typer.Argument(..., help="training run folde
     if registry:
         info = registry.register_bundle(bundle.path, stage="production" if promote else "staging")
         console.print(f"registered {info.name}:{info.version} ({info.stage})")
+
+
+def _register(bundle, promote: bool) -> None:
+    info = open_registry().register_bundle(bundle.path, stage="production" if promote else "staging")
+    console.print(f"registered {info.name}:{info.version} ({info.stage})")
+
+
+@app.command("clip")
+def export_clip_cmd(run_dir: Path = typer.Argument(..., help="a `train clip` run folder"),
+                    name: str = typer.Option(..., help="model name in the registry"),
+                    data: Path = typer.Option(Path("data/starter-images"), help="images to check parity on"),
+                    version: Optional[str] = typer.Option(None), register: bool = typer.Option(True),
+                    promote: bool = typer.Option(False, help="put it in production")):
+    """Export a CLIP run to an embedding bundle (image and text ONNX graphs, parity-checked)."""
+    from omniforge_training.data.image_text import load_image_text
+    from omniforge_training.export_clip import export_clip_bundle
+
+    version = version or (open_registry().next_version(name) if register else "1")
+    try:
+        bundle = export_clip_bundle(run_dir, omniforge_home() / "build" / f"{name}-{version}", name=name,
+                                    version=version, sample_images=load_image_text(data).images[:8], log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        fail(str(e))
+    if register:
+        _register(bundle, promote)
+
+
+@app.command("caption")
+def export_caption_cmd(run_dir: Path = typer.Argument(..., help="a `train caption` run folder"),
+                       clip: Path = typer.Option(..., help="the CLIP run (or bundle) the captioner was trained on"),
+                       name: str = typer.Option(..., help="model name in the registry"),
+                       data: Path = typer.Option(Path("data/starter-images"), help="images to check parity on"),
+                       version: Optional[str] = typer.Option(None), register: bool = typer.Option(True),
+                       promote: bool = typer.Option(False, help="put it in production")):
+    """Export a captioner run: prefix encoder + KV-cache decoder on embeddings, parity-checked."""
+    from omniforge_training.data.image_text import load_image_text
+    from omniforge_training.export_caption import export_caption_bundle
+
+    version = version or (open_registry().next_version(name) if register else "1")
+    try:
+        bundle = export_caption_bundle(run_dir, clip, omniforge_home() / "build" / f"{name}-{version}", name=name,
+                                       version=version, sample_images=load_image_text(data).images[:4],
+                                       log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        fail(str(e))
+    if register:
+        _register(bundle, promote)
 
 
 @app.command("triton")

