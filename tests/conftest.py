@@ -79,7 +79,7 @@ def gateway(text_service, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "gateway.log"
     proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port),
                                           "OMNIFORGE_GATEWAY_TEXT_ADDRESS": text_service.address,
-                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "",
+                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "",
                                           "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "1", "OMNIFORGE_LOG_FORMAT": "json"},
                 log).start()
     proc.url = f"http://127.0.0.1:{port}"
@@ -170,14 +170,48 @@ def fusion_service(tiny_clip_bundle, tiny_caption_bundle, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def vision_gateway(fusion_service, tmp_path_factory):
-    """A gateway in front of the fusion service only (text not configured)."""
+def tiny_diffusion_bundle(tmp_path_factory, tiny_images, tiny_clip_run) -> Path:
+    """A tiny U-Net trained for a few steps by our trainer, exported with its sampler checked."""
+    from omniforge_training.export_diffusion import export_diffusion_bundle
+    from omniforge_training.train_diffusion import DiffusionTrainConfig, train_diffusion
+
+    run = tmp_path_factory.mktemp("tiny-diffusion")
+    train_diffusion(DiffusionTrainConfig(data=str(tiny_images), clip=str(tiny_clip_run), out=str(run), image_size=16,
+                                         channels=(16, 32), batch_size=16, max_steps=12, eval_interval=6,
+                                         checkpoint_interval=6, eval_concepts=8, eval_steps=4, threads=1),
+                    progress=False, log=lambda m: None)
+    out = tmp_path_factory.mktemp("tiny-diffusion-bundle")
+    export_diffusion_bundle(run, tiny_clip_run, out, name="tiny-diffusion", version="1", log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_service(tiny_diffusion_bundle, tiny_clip_bundle, tmp_path_factory):
+    """The image service as a real process: the tiny U-Net, and the tiny CLIP's image tower for Encode."""
+    port, metrics_port = free_port(), free_port()
+    logs = tmp_path_factory.mktemp("logs")
+    proc = Proc("omniforge_image.server", {"OMNIFORGE_IMAGE_BUNDLE": str(tiny_diffusion_bundle),
+                                           "OMNIFORGE_IMAGE_ENCODER_BUNDLE": str(tiny_clip_bundle),
+                                           "OMNIFORGE_IMAGE_PORT": str(port), "OMNIFORGE_IMAGE_THREADS": "1",
+                                           "OMNIFORGE_IMAGE_METRICS_PORT": str(metrics_port),
+                                           "OMNIFORGE_IMAGE_GRACE_SECONDS": "1"}, logs / "image.log").start()
+    proc.address = f"127.0.0.1:{port}"
+    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    wait_for(lambda: grpc_serving(proc.address), timeout=60, what=f"image service on {proc.address} (log {proc.log})")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def vision_gateway(fusion_service, image_service, tmp_path_factory):
+    """A gateway in front of the fusion and image services (text not configured)."""
     import httpx
 
     port = free_port()
     log = tmp_path_factory.mktemp("logs") / "vision-gateway.log"
     proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": "",
                                           "OMNIFORGE_GATEWAY_FUSION_ADDRESS": fusion_service.address,
+                                          "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": image_service.address,
                                           "OMNIFORGE_GATEWAY_MAX_IMAGE_MB": "2"}, log).start()
     proc.url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, what=f"gateway (log {log})")

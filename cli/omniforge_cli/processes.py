@@ -16,7 +16,8 @@ from pathlib import Path
 from omniforge_shared.settings import omniforge_home
 
 # name -> python module run as `python -m module`
-COMPONENTS = {"text": "omniforge_text.server", "fusion": "omniforge_fusion.server", "gateway": "omniforge_gateway.app",
+COMPONENTS = {"text": "omniforge_text.server", "fusion": "omniforge_fusion.server",
+              "image": "omniforge_image.server", "gateway": "omniforge_gateway.app",
               "worker": "omniforge_training.jobs.worker"}
 
 

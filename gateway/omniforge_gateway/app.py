@@ -15,7 +15,7 @@ from omniforge_shared.settings import load_settings
 from . import errors
 from .clients import CLIENTS
 from .metrics import GatewayMetrics, RequestMiddleware
-from .routes import caption, datasets, generate, health, models, search, training
+from .routes import caption, datasets, generate, health, images, models, search, training
 from .settings import GatewaySettings
 
 logger = logging.getLogger("omniforge.gateway")
@@ -59,7 +59,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
-    for router in (generate.router, caption.router, search.router, models.router, health.router, training.router,
+    for router in (generate.router, caption.router, images.router, search.router, models.router, health.router, training.router,
                    datasets.router):
         app.include_router(router)
     app.add_middleware(RequestMiddleware, metrics=metrics)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from omniforge_proto.v1 import common_pb2, fusion_pb2_grpc, text_pb2_grpc
+from omniforge_proto.v1 import common_pb2, fusion_pb2_grpc, image_pb2_grpc, text_pb2_grpc
 from omniforge_shared.logs import request_id
 from omniforge_shared.serving import REQUEST_ID_KEY
 
@@ -79,6 +79,10 @@ class TextClient(ServiceClient):
 class ImageClient(ServiceClient):
     service_name = "omniforge.v1.ImageService"
     label = "image"
+
+    def __init__(self, address: str, **kwargs) -> None:
+        super().__init__(address, **kwargs)
+        self.stub = image_pb2_grpc.ImageServiceStub(self.channel)
 
 
 class AudioClient(ServiceClient):

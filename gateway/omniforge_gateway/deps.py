@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .clients import FusionClient, TextClient, not_configured
+from .clients import FusionClient, ImageClient, TextClient, not_configured
 from .metrics import GatewayMetrics
 from .settings import GatewaySettings
 
@@ -35,3 +35,4 @@ SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
 TextDep = Annotated[TextClient, Depends(service("text"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
 FusionDep = Annotated[FusionClient, Depends(service("fusion"))]
+ImageDep = Annotated[ImageClient, Depends(service("image"))]

@@ -208,3 +208,43 @@ class CaptionResponse(BaseModel):
     finish_reason: Literal["stop", "length"]
     model: str
     model_version: str
+
+
+class ImageGenerationRequest(RequestModel):
+    """OpenAI's images.generate request, plus the sampler's own settings."""
+    prompt: StrictStr = Field(min_length=1, max_length=1000)
+    model: StrictStr | None = None
+    n: StrictInt = Field(1, ge=1, le=8)
+    size: StrictStr | None = Field(None, description='"WxH", square: the model\'s own size or a multiple of it')
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    user: StrictStr | None = Field(None, description="accepted for compatibility; not stored")
+    steps: StrictInt = Field(25, ge=1, le=200, description="DDIM steps")
+    guidance: float = Field(3.0, ge=0, le=30, allow_inf_nan=False, description="classifier-free guidance scale")
+    seed: StrictInt | None = Field(None, ge=0, lt=2**62)
+    stream: StrictBool = False
+    preview_every: StrictInt = Field(0, ge=0, le=200, description="with stream: a preview every this many steps")
+
+    @field_validator("size")
+    @classmethod
+    def _square(cls, v):
+        if v is None:
+            return v
+        w, sep, h = v.partition("x")
+        if not sep or not w.isdigit() or not h.isdigit() or w != h:
+            raise ValueError(f'size {v!r} is not a square "WxH" such as "64x64"')
+        return v
+
+
+class ImageData(BaseModel):
+    b64_json: str
+    revised_prompt: str | None = None
+    seed: int
+
+
+class ImageGenerationResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    created: int
+    data: list[ImageData]
+    model: str
+    model_version: str

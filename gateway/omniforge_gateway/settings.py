@@ -14,7 +14,7 @@ class GatewaySettings(BaseSettings):
     # the model services' gRPC addresses (host:port); an empty one is not configured, and its
     # routes answer 503 naming the variable to set
     text_address: str | None = "127.0.0.1:50051"
-    image_address: str | None = None
+    image_address: str | None = "127.0.0.1:50052"
     audio_address: str | None = None
     fusion_address: str | None = "127.0.0.1:50053"
     request_timeout_s: float = Field(300.0, gt=0)      # gRPC deadline for one generation

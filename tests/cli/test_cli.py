@@ -45,7 +45,8 @@ def test_describe_counts_every_parameter(tiny_run, home):
 def test_up_detach_status_down(home):
     ports = {"OMNIFORGE_GATEWAY_PORT": str(free_port()), "OMNIFORGE_TEXT_PORT": str(free_port()),
              "OMNIFORGE_TEXT_THREADS": "1", "OMNIFORGE_FUSION_PORT": str(free_port()),
-             "OMNIFORGE_FUSION_METRICS_PORT": str(free_port()), "OMNIFORGE_GATEWAY_FUSION_ADDRESS": ""}
+             "OMNIFORGE_IMAGE_PORT": str(free_port()), "OMNIFORGE_IMAGE_METRICS_PORT": str(free_port()),
+             "OMNIFORGE_FUSION_METRICS_PORT": str(free_port()), "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": ""}
     ports["OMNIFORGE_GATEWAY_TEXT_ADDRESS"] = f"127.0.0.1:{ports['OMNIFORGE_TEXT_PORT']}"
     env = {**home, **ports}
     up = omniforge("up", "--detach", env=env)

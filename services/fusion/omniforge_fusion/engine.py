@@ -6,14 +6,13 @@ exactly as in training. Output rows are unit length, so a dot product is a cosin
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from omniforge_shared.bundle import Bundle
-from omniforge_shared.images import ImageError, ImageLimits, decode_image, to_model_input
+from omniforge_shared.encoders import ImageEmbedder, TextEmbedder
+from omniforge_shared.images import ImageError, ImageLimits, decode_image
 
 MAX_TEXT_CHARS = 2000
-MAX_BATCH = 64
 
 
 class InvalidInput(ValueError):
@@ -24,25 +23,11 @@ class EmbeddingEngine:
     backend_name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, *, threads: int = 0, limits: ImageLimits = ImageLimits()) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         self.bundle = bundle
         self.limits = limits
-        pre = bundle.manifest["preprocess"]
-        self.image_size = int(pre["image_size"])
-        self.mean, self.std = tuple(pre["mean"]), tuple(pre["std"])
         self.dimensions = int(bundle.manifest["embedding"]["dimensions"])
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self.image_session = ort.InferenceSession(str(bundle.file("image-encoder")), opts, providers=providers)
-        self.text_session = ort.InferenceSession(str(bundle.file("text-encoder")), opts, providers=providers)
-        self.tokenizer = Tokenizer.from_file(str(bundle.file("tokenizer")))
-        self.tokenizer.enable_truncation(int(pre.get("max_tokens", 64)))
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.image_tower = ImageEmbedder(bundle, threads=threads)
+        self.text_tower = TextEmbedder(bundle, threads=threads)
         self.requests = 0
 
     # ---- inputs ------------------------------------------------------------------------------
@@ -54,14 +39,8 @@ class EmbeddingEngine:
                 raise InvalidInput(f"input {i} is an empty text; send non-empty text")
             if len(t) > MAX_TEXT_CHARS:
                 raise InvalidInput(f"input {i} is {len(t)} characters; the limit is {MAX_TEXT_CHARS}")
-        out = []
-        for start in range(0, len(texts), MAX_BATCH):
-            enc = self.tokenizer.encode_batch(texts[start:start + MAX_BATCH])
-            ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
-            out.append(self.text_session.run(["text_embeds"], {"input_ids": ids, "attention_mask": mask})[0])
         self.requests += 1
-        return np.concatenate(out) if out else np.zeros((0, self.dimensions), np.float32)
+        return self.text_tower(texts) if texts else np.zeros((0, self.dimensions), np.float32)
 
     def decode(self, data: bytes, index: int = 0):
         try:
@@ -76,12 +55,8 @@ class EmbeddingEngine:
 
     def embed_pixels(self, images: list) -> np.ndarray:
         """RGB PIL images or uint8 (H, W, 3) arrays -> (N, D)."""
-        out = []
-        for start in range(0, len(images), MAX_BATCH):
-            pixels = to_model_input(images[start:start + MAX_BATCH], self.image_size, self.mean, self.std)
-            out.append(self.image_session.run(["image_embeds"], {"pixel_values": pixels})[0])
         self.requests += 1
-        return np.concatenate(out) if out else np.zeros((0, self.dimensions), np.float32)
+        return self.image_tower(images) if images else np.zeros((0, self.dimensions), np.float32)
 
     def embed(self, inputs: list[tuple[str, object]]) -> np.ndarray:
         """[("text", str) | ("image", bytes)] -> (N, D) in the same order."""

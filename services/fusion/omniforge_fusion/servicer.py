@@ -73,7 +73,7 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
             return engine.embed([_input(m, i) for i, m in enumerate(request.inputs)])
 
         vectors = await self._call(context, run)
-        return fusion_pb2.EmbedResponse(embeddings=[fusion_pb2.Embedding(values=v.tolist()) for v in vectors],
+        return fusion_pb2.EmbedResponse(embeddings=[common_pb2.Embedding(values=v.tolist()) for v in vectors],
                                         dimensions=engine.dimensions, model=loaded.name, model_version=loaded.version)
 
     async def Similarity(self, request, context):

@@ -23,23 +23,17 @@ class EmbedRequest(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[EmbedInput]
     def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[EmbedInput, _Mapping]]] = ...) -> None: ...
 
-class Embedding(_message.Message):
-    __slots__ = ("values",)
-    VALUES_FIELD_NUMBER: _ClassVar[int]
-    values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
-
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "dimensions", "model", "model_version")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    embeddings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Embedding]
     dimensions: int
     model: str
     model_version: str
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., dimensions: _Optional[int] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[_common_pb2.Embedding, _Mapping]]] = ..., dimensions: _Optional[int] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
     __slots__ = ("model", "query", "candidates")

@@ -1,0 +1,1 @@
+"""The image service: text-to-image generation and image embeddings."""
