@@ -91,6 +91,25 @@ def export_caption_cmd(run_dir: Path = typer.Argument(..., help="a `train captio
         _register(bundle, promote)
 
 
+@app.command("diffusion")
+def export_diffusion_cmd(run_dir: Path = typer.Argument(..., help="a `train diffusion` run folder"),
+                         clip: Path = typer.Option(..., help="the CLIP the U-Net was conditioned on"),
+                         name: str = typer.Option(..., help="model name in the registry"),
+                         version: Optional[str] = typer.Option(None), register: bool = typer.Option(True),
+                         promote: bool = typer.Option(False, help="put it in production")):
+    """Export a text-to-image run: the U-Net and the prompt encoder, the numpy sampler checked against torch."""
+    from omniforge_training.export_diffusion import export_diffusion_bundle
+
+    version = version or (open_registry().next_version(name) if register else "1")
+    try:
+        bundle = export_diffusion_bundle(run_dir, clip, omniforge_home() / "build" / f"{name}-{version}", name=name,
+                                         version=version, log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        fail(str(e))
+    if register:
+        _register(bundle, promote)
+
+
 @app.command("triton")
 def export_triton_cmd(model: str = typer.Argument(..., help="registered model name, or a bundle folder"),
                       repo: Path = typer.Option(Path("triton-models"), help="Triton model repository"),

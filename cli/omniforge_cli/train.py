@@ -149,3 +149,32 @@ def train_caption_cmd(
         package_caption_starter(out, data, version=package)
         err.print(f"starter written to {STARTER_CAPTION_DIR}")
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("diffusion")
+def train_diffusion_cmd(
+    data: Path = typer.Option(Path("data/starter-images"), help="image-text dataset folder"),
+    clip: Path = typer.Option(..., help="the CLIP (run, starter or bundle folder) whose text tower conditions"),
+    out: Path = typer.Option(Path("runs/diffusion"), help="run folder"),
+    image_size: int = typer.Option(32), channels: str = typer.Option("32,64,128", help="U-Net widths per level"),
+    batch_size: int = typer.Option(64), max_steps: int = typer.Option(4000), lr: float = typer.Option(1e-3),
+    eval_interval: int = typer.Option(500), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the text-to-image U-Net; prints the quality summary (samples.png in the run folder)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_diffusion import DiffusionTrainConfig, train_diffusion
+
+    try:
+        widths = tuple(int(c) for c in channels.split(","))
+    except ValueError:
+        fail(f"--channels {channels!r} is not a comma-separated list of integers, e.g. 32,64,128")
+    cfg = DiffusionTrainConfig(data=str(data), clip=str(clip), out=str(out), image_size=image_size, channels=widths,
+                               batch_size=batch_size, max_steps=max_steps, lr=lr, eval_interval=eval_interval,
+                               seed=seed, threads=threads, resume=resume)
+    try:
+        summary = train_diffusion(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)

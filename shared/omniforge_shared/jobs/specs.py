@@ -152,6 +152,34 @@ class CaptionParams(BaseModel):
         return self
 
 
+class DiffusionParams(BaseModel):
+    """Hyper-parameters of the `diffusion` recipe: a pixel-space U-Net conditioned on a registered
+    CLIP model's text embeddings."""
+    model_config = ConfigDict(extra="forbid")
+
+    clip_model: str = Field("clip-starter", description="registered embedding model, `name` or `name:version`")
+    image_size: Literal[16, 32, 64] = 32
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=2, max_length=5)
+    layers_per_block: int = Field(1, ge=1, le=4)
+    batch_size: int = Field(64, ge=2, le=65536)
+    max_steps: int = Field(4000, ge=1, le=10_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    cond_drop: float = Field(0.15, ge=0.0, le=1.0)
+    eval_interval: int = Field(500, ge=0)
+    checkpoint_interval: int = Field(100, ge=1)
+    eval_concepts: int = Field(200, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+    @model_validator(mode="after")
+    def _groups(self):
+        if any(c % 16 for c in self.channels):
+            raise ValueError(f"channels {self.channels} must be multiples of 16 (the U-Net's group norm)")
+        return self
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -187,6 +215,7 @@ RECIPE_SPECS: dict[str, RecipeSpec] = {
     "text-lora": RecipeSpec(name="text-lora", task="text-generation", params=TextLoRAParams),
     "clip": RecipeSpec(name="clip", task="embedding", params=CLIPParams),
     "caption": RecipeSpec(name="caption", task="image-caption", params=CaptionParams),
+    "diffusion": RecipeSpec(name="diffusion", task="text-to-image", params=DiffusionParams),
 }
 
 

@@ -64,6 +64,8 @@ trained by the omniforge `{m.get('recipe', 'text-lm')}` recipe{f" in job {m['job
 - dataset: {data.get('dataset', 'files')} (content hash `{data.get('content_hash', 'n/a')}`)
 - counts: `{json.dumps(data.get('counts', {}))}`
 """
+    if bundle.has("sample-grid"):
+        card += f"\n## Samples\n\n![samples]({bundle.file('sample-grid').name})\n"
     if metrics_csv is not None and Path(metrics_csv).exists():
         card += f"\nThe full metrics history is in the job's `{Path(metrics_csv).name}` and TensorBoard events.\n"
     path = bundle.path / "MODEL_CARD.md"

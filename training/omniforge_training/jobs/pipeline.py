@@ -105,7 +105,12 @@ def run_job(job_id: str) -> dict:
             log("cancelled: training stopped at a step boundary; nothing was registered")
             return store.finish(job_id, "cancelled").result
         summary = result.summary
-        if "quality" in summary:
+        if summary.get("recipe") == "diffusion":
+            q = summary["quality"]
+            log(f"evaluation on held-out phrasings: top-5 concept hit {q['top5_concept_hit']:.3f}, CLIP score "
+                f"{q['clip_score']:.3f} (shuffled prompts {q['clip_score_shuffled_prompts']:.3f}), Frechet distance "
+                f"on our features {q['frechet_distance_own_features']:.2f}")
+        elif "quality" in summary:
             log("evaluation on held-out data: " + "; ".join(
                 f"{split} BLEU-4 {q['bleu4']:.1f} CIDEr-D {q['cider_d']:.3f} exact {q['exact_match']:.3f}"
                 for split, q in summary["quality"].items()))

@@ -179,6 +179,39 @@ def caption(ctx: JobContext) -> RecipeResult:
     return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export, gate=(gate, "max"))
 
 
+@recipe("diffusion")
+def diffusion(ctx: JobContext) -> RecipeResult:
+    """A pixel-space text-to-image U-Net conditioned on a registered CLIP's text tower."""
+    from ..export_diffusion import export_diffusion_bundle
+    from ..train_diffusion import DiffusionTrainConfig, train_diffusion
+
+    p = validate_params("diffusion", ctx.params)
+    if ctx.registry is None:
+        raise ValueError("the diffusion recipe needs the registry to find its CLIP model")
+    name, _, version = p.clip_model.partition(":")
+    clip_bundle = ctx.registry.bundle(name, version or None)
+    fields = p.model_dump(exclude={"promote", "threads", "clip_model"})
+    fields["channels"] = tuple(fields["channels"])
+    cfg = DiffusionTrainConfig(data=str(ctx.dataset), clip=str(clip_bundle.path), out=str(ctx.work_dir / "run"),
+                               threads=p.threads or 2, **fields)
+    stopped = [False]
+
+    def on_step(r) -> bool:
+        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, "images_per_s": r.tokens_per_s})
+        stopped[0] = ctx.should_stop()
+        return not stopped[0]
+
+    summary = train_diffusion(cfg, on_step=on_step, log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        return export_diffusion_bundle(Path(cfg.out), clip_bundle.path, out, name=name, version=version, log=ctx.log,
+                                       extra={**extra, "clip_model": {"name": clip_bundle.name,
+                                                                      "version": clip_bundle.version}})
+
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
+                        gate=("top5_concept_hit", "max"))
+
+
 def run_recipe(name: str, ctx: JobContext) -> RecipeResult:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")
