@@ -145,7 +145,10 @@ class ModelPool:
         if loaded is None or (task and loaded.bundle.task != task):
             known = ", ".join(sorted(n for n, m in self.models.items() if not task or m.bundle.task == task))
             what = f"{task} model" if task else "model"
-            raise ModelNotFound(f"{what} {name!r} is not served here; available: {known or 'none loaded'}")
+            if not known:
+                raise ModelNotFound(f"no {what} is served here: register one (`omniforge bootstrap` for the "
+                                    "starters, or train one) and it is picked up within seconds")
+            raise ModelNotFound(f"{what} {name!r} is not served here; available: {known}")
         if version and version != loaded.version:
             raise ModelNotFound(f"model {name!r} version {version!r} is not served; "
                                 f"this service serves version {loaded.version!r}")
