@@ -11,7 +11,10 @@ from omniforge_shared.images import MEAN, STD, to_model_input
 MAX_BATCH = 64
 
 
-def _session(path, threads: int):
+def cpu_session(path, threads: int = 0):
+    """A CPU onnxruntime session: `threads` intra-op threads (0 = the runtime's default), one
+    inter-op thread, and threads that sleep between runs instead of spinning (a service shares
+    its cores with its gRPC work)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -27,7 +30,7 @@ class ImageEmbedder:
         pre = bundle.manifest["preprocess"]
         self.image_size = int(pre["image_size"])
         self.mean, self.std = tuple(pre.get("mean", MEAN)), tuple(pre.get("std", STD))
-        self.session = _session(bundle.file("image-encoder"), threads)
+        self.session = cpu_session(bundle.file("image-encoder"), threads)
 
     def __call__(self, images: list) -> np.ndarray:
         """RGB PIL images or uint8 (H, W, 3) arrays -> (N, D)."""
@@ -42,7 +45,7 @@ class TextEmbedder:
     def __init__(self, bundle: Bundle, *, threads: int = 0, max_tokens: int | None = None) -> None:
         from tokenizers import Tokenizer
 
-        self.session = _session(bundle.file("text-encoder"), threads)
+        self.session = cpu_session(bundle.file("text-encoder"), threads)
         self.tokenizer = Tokenizer.from_file(str(bundle.file("tokenizer")))
         self.tokenizer.enable_truncation(max_tokens or int(bundle.manifest.get("preprocess", {}).get("max_tokens", 64)))
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_wei
 from .data.image_text import ImageTextDataset, load_image_text
 from .models.captioner import Captioner, CaptionerConfig
 from .models.gpt import GPTConfig
+from .schedule import epoch_batch, warmup_cosine
 from .train_text import StepReport
 
 COLOUR_PROMPT = "describe the colours"
@@ -173,10 +173,7 @@ def greedy_captions(model: Captioner, prefix: torch.Tensor, *, eos: int, max_tok
 
 
 def lr_at(step: int, cfg: CaptionTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
 
 def train_caption(cfg: CaptionTrainConfig, *, on_step: Callable[[StepReport], bool | None] | None = None,
@@ -229,12 +226,9 @@ def train_caption(cfg: CaptionTrainConfig, *, on_step: Callable[[StepReport], bo
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed at step {step}")
-    steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)
 
     def batch_at(s: int) -> np.ndarray:
-        epoch, k = divmod(s, steps_per_epoch)
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_idx)
-        return perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+        return epoch_batch(train_idx, step=s, batch_size=cfg.batch_size, seed=cfg.seed)
 
     def prefix_of(idx) -> torch.Tensor:
         return model.mapper(tokens[idx], embs[idx])

@@ -12,7 +12,6 @@ checkpoints/last.pt.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from .data.image_text import ImageTextDataset, load_image_text
 from .eval_vision import retrieval_suite
 from .models.clip import CLIP, CLIPConfig
 from .models.vit import ViTConfig
+from .schedule import epoch_batch, warmup_cosine
 from .train_text import StepReport
 
 MEAN, STD = 0.5, 0.5     # omniforge_shared.images normalisation: (x / 255 - 0.5) / 0.5
@@ -115,10 +115,7 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
 
 
 def lr_at(step: int, cfg: CLIPTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
 
 @torch.no_grad()
@@ -175,7 +172,6 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
         step, wall_before, history = ck["step"], ck["wall_s"], ck["history"]
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed at step {step}")
-    steps_per_epoch = len(train_idx) // cfg.batch_size
     concept_of = torch.from_numpy(ds.item_concept)
     offsets = text["caption_offsets"]
     n_caps = offsets[1:] - offsets[:-1]
@@ -185,10 +181,7 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
     bank_position[bank_concepts] = torch.arange(len(bank_concepts))
 
     def batch_at(s: int) -> np.ndarray:
-        # the epoch's order depends only on (seed, epoch): a resumed run sees the same batches
-        epoch, k = divmod(s, steps_per_epoch)
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_idx)
-        return np.sort(perm[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+        return epoch_batch(train_idx, step=s, batch_size=cfg.batch_size, seed=cfg.seed)
 
     def checkpoint(s: int, wall: float) -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": s,

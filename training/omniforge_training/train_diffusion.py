@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.image_text import ImageTextDataset, load_image_text
 from .models.unet import EMA, UNetConfig, build_unet, make_scheduler
+from .schedule import epoch_batch, warmup_cosine
 from .train_text import StepReport
 
 
@@ -78,10 +78,7 @@ def conditions(ds: ImageTextDataset, clip, cache: Path, *, log=print) -> dict:
 
 
 def lr_at(step: int, cfg: DiffusionTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return 1e-5 + 0.5 * (cfg.lr - 1e-5) * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(step, lr=cfg.lr, min_lr=1e-5, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
 
 @torch.no_grad()
@@ -132,15 +129,12 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
         step, wall_before, history = ck["step"], ck["wall_s"], ck["history"]
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed at step {step}")
-    steps_per_epoch = len(train_idx) // cfg.batch_size
     offsets = cond["caption_offsets"]
     n_caps = offsets[1:] - offsets[:-1]
     concept_of = torch.from_numpy(ds.item_concept)
 
     def batch_at(s: int) -> np.ndarray:
-        epoch, k = divmod(s, steps_per_epoch)
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_idx)
-        return np.sort(perm[k * cfg.batch_size:(k + 1) * cfg.batch_size])
+        return epoch_batch(train_idx, step=s, batch_size=cfg.batch_size, seed=cfg.seed)
 
     def checkpoint(s: int, wall: float) -> None:
         save_checkpoint(ckpt, {"model": unet.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow,

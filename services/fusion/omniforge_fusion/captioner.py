@@ -19,6 +19,7 @@ import numpy as np
 
 from omniforge_shared.backends.base import DecoderSpec, KVCache
 from omniforge_shared.bundle import Bundle
+from omniforge_shared.encoders import cpu_session
 from omniforge_shared.images import ImageError, ImageLimits, decode_image, to_model_input
 
 from .engine import InvalidInput
@@ -83,7 +84,6 @@ class CaptionEngine:
 
     def __init__(self, bundle: Bundle, *, threads: int = 0, limits: ImageLimits = ImageLimits(),
                  max_batch: int = 16) -> None:
-        import onnxruntime as ort
         from omniforge_shared.backends.onnxruntime_backend import OnnxDecoder
         from omniforge_shared.tokenizer import load_tokenizer
 
@@ -93,12 +93,7 @@ class CaptionEngine:
                                 vocab_size=bundle.manifest["tokenizer"]["vocab_size"], context_length=g["context_length"])
         self.n_prefix, self.image_size = int(g["n_prefix"]), int(pre["image_size"])
         self.mean, self.std = tuple(pre["mean"]), tuple(pre["std"])
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.encoder = ort.InferenceSession(str(bundle.file("image-encoder")), opts, providers=["CPUExecutionProvider"])
+        self.encoder = cpu_session(bundle.file("image-encoder"), threads)
         self.decoder = OnnxDecoder(bundle.file("decoder"), self.spec, threads=threads, spin_wait=False,
                                    embed_dim=int(g["n_embd"]))
         self.wte = np.load(bundle.file("token-embeddings"))

@@ -7,7 +7,7 @@ import json
 import grpc
 
 from omniforge_proto.v1 import common_pb2, fusion_pb2, fusion_pb2_grpc
-from omniforge_shared.serving import ModelNotFound, ModelPool, label_call
+from omniforge_shared.serving import ModelNotFound, ModelPool, label_call, list_models_reply
 
 from .captioner import CaptionParams
 from .engine import EmbeddingEngine, InvalidInput
@@ -141,10 +141,4 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
             fusion_pb2.CollectionInfo(name=n, count=c, model=m, model_version=v) for n, c, m, v in rows])
 
     async def ListModels(self, request, context):
-        out = []
-        for loaded in self.pool.models.values():
-            m = loaded.bundle.manifest
-            metrics = {k: float(v) for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
-            out.append(common_pb2.ModelInfo(name=loaded.name, version=loaded.version, task=m["task"],
-                                            backend=loaded.backend, metrics=metrics))
-        return common_pb2.ListModelsResponse(models=out)
+        return list_models_reply(self.pool)

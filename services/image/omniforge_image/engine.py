@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from omniforge_shared.bundle import Bundle
-from omniforge_shared.encoders import TextEmbedder
+from omniforge_shared.encoders import TextEmbedder, cpu_session
 from omniforge_shared.scheduling_ddim import DDIMConfig, ddim_step, guided, timesteps
 
 MAX_PROMPT_CHARS = 1000
@@ -73,18 +73,12 @@ class DiffusionEngine:
 
     def __init__(self, bundle: Bundle, *, threads: int = 0, max_images: int = 8, max_steps: int = 200,
                  max_size: int = 512) -> None:
-        import onnxruntime as ort
 
         self.bundle = bundle
         self.image_size = int(bundle.manifest["image_size"])
         self.max_images, self.max_steps, self.max_size = max_images, max_steps, max_size
         self.ddim = DDIMConfig.from_dict(bundle.manifest["scheduler"], np.load(bundle.file("alphas-cumprod")))
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.unet = ort.InferenceSession(str(bundle.file("unet")), opts, providers=["CPUExecutionProvider"])
+        self.unet = cpu_session(bundle.file("unet"), threads)
         self.text_tower = TextEmbedder(bundle, threads=threads)
         self._lock = threading.Lock()
         self.generated_total = 0

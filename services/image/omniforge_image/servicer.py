@@ -7,7 +7,7 @@ import grpc
 
 from omniforge_proto.v1 import common_pb2, image_pb2, image_pb2_grpc
 from omniforge_shared.images import ImageError, ImageLimits, decode_image
-from omniforge_shared.serving import ModelNotFound, ModelPool, label_call
+from omniforge_shared.serving import ModelNotFound, ModelPool, label_call, list_models_reply
 
 from .engine import GenerateParams, Image, InvalidRequest, Progress
 
@@ -84,10 +84,4 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                                               model_version=loaded.version)
 
     async def ListModels(self, request, context):
-        out = []
-        for loaded in self.pool.models.values():
-            m = loaded.bundle.manifest
-            metrics = {k: float(v) for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
-            out.append(common_pb2.ModelInfo(name=loaded.name, version=loaded.version, task=m["task"],
-                                            backend=loaded.backend, metrics=metrics))
-        return common_pb2.ListModelsResponse(models=out)
+        return list_models_reply(self.pool)

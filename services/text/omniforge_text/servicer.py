@@ -10,7 +10,7 @@ import grpc
 
 from omniforge_proto.v1 import common_pb2, text_pb2, text_pb2_grpc
 from omniforge_shared.metrics import TOKEN_BUCKETS
-from omniforge_shared.serving import ModelNotFound, ModelPool, label_call
+from omniforge_shared.serving import ModelNotFound, ModelPool, label_call, list_models_reply
 
 from .engine import EngineStopped, InvalidRequest
 from .sampling import SamplingParams
@@ -96,15 +96,8 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                                       model_version=loaded.version)
 
     async def ListModels(self, request, context):
-        out = []
-        for loaded in self.pool.models.values():
-            m = loaded.bundle.manifest
-            metrics = {k: float(v) for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
-            out.append(common_pb2.ModelInfo(
-                name=loaded.name, version=loaded.version, task=m["task"], backend=loaded.backend,
-                context_length=m["graph"]["context_length"], vocab_size=m["tokenizer"]["vocab_size"],
-                metrics=metrics))
-        return common_pb2.ListModelsResponse(models=out)
+        return list_models_reply(self.pool, extra=lambda m: {"context_length": m["graph"]["context_length"],
+                                                             "vocab_size": m["tokenizer"]["vocab_size"]})
 
     async def _model(self, ref, context):
         try:

@@ -3,8 +3,8 @@ settings class; this package does the rest (gRPC server, health, reflection, sig
 deadlines, the model pool and its hot swaps, request ids, Prometheus)."""
 from .interceptor import REQUEST_ID_KEY, label_call
 from .pool import Engine, LoadedModel, ModelNotFound, ModelPool
-from .server import serve
+from .server import list_models_reply, serve
 from .settings import ServiceSettings
 
 __all__ = ["REQUEST_ID_KEY", "Engine", "LoadedModel", "ModelNotFound", "ModelPool", "ServiceSettings",
-           "label_call", "serve"]
+           "label_call", "list_models_reply", "serve"]

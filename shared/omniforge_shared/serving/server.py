@@ -66,3 +66,17 @@ async def serve(settings: ServiceSettings, pool: ModelPool, *, service_name: str
     pool.stop()
     if metrics_server is not None:
         metrics_server.shutdown()
+
+
+def list_models_reply(pool: ModelPool, *, extra=lambda manifest: {}):
+    """The ListModels reply every service gives: each served model, its task, backend and numeric
+    metrics; `extra(manifest) -> dict` adds task-specific ModelInfo fields (context_length, ...)."""
+    from omniforge_proto.v1 import common_pb2
+
+    out = []
+    for loaded in pool.models.values():
+        m = loaded.bundle.manifest
+        metrics = {k: float(v) for k, v in m.get("metrics", {}).items() if isinstance(v, (int, float))}
+        out.append(common_pb2.ModelInfo(name=loaded.name, version=loaded.version, task=m["task"],
+                                        backend=loaded.backend, metrics=metrics, **extra(m)))
+    return common_pb2.ListModelsResponse(models=out)

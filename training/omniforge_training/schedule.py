@@ -1,0 +1,26 @@
+"""What every trainer shares: the learning-rate schedule and the order batches come in.
+
+Both are pure functions of the step, so a run resumed from a checkpoint at step s goes on with
+the same learning rates and the same batches as a run that never stopped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def warmup_cosine(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up to `lr` over `warmup` steps, then cosine decay to `min_lr` at `total`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def epoch_batch(items: np.ndarray, *, step: int, batch_size: int, seed: int) -> np.ndarray:
+    """The items of batch `step`: epochs are permutations that depend only on (seed, epoch)."""
+    per_epoch = max(1, len(items) // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(items)
+    return np.sort(perm[k * batch_size:(k + 1) * batch_size])
