@@ -92,6 +92,7 @@ def train_clip_cmd(
     warmup_steps: int = typer.Option(150), eval_interval: int = typer.Option(200),
     checkpoint_interval: int = typer.Option(100), seed: int = typer.Option(1337),
     threads: int = typer.Option(2, help="torch threads"),
+    text_tower: str = typer.Option("minilm", help="minilm (frozen, pretrained) | own (ours, trained with the images)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from out/checkpoints/last.pt"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     package: Optional[str] = typer.Option(None, help="write the result as the committed CLIP starter, with this version"),
@@ -104,7 +105,8 @@ def train_clip_cmd(
     cfg = CLIPTrainConfig(data=str(data), out=str(out), image_size=image_size, patch_size=patch_size, n_layer=n_layer,
                           n_head=n_head, n_embd=n_embd, embed_dim=embed_dim, batch_size=batch_size,
                           max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
-                          checkpoint_interval=checkpoint_interval, seed=seed, threads=threads, resume=resume)
+                          checkpoint_interval=checkpoint_interval, seed=seed, threads=threads, resume=resume,
+                          text_tower=text_tower)
     try:
         summary = train_clip(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

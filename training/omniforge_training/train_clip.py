@@ -25,6 +25,7 @@ from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_wei
 from .data.image_text import ImageTextDataset, load_image_text
 from .eval_vision import retrieval_suite
 from .models.clip import CLIP, CLIPConfig
+from .models.text_encoder import TextEncoderConfig
 from .models.vit import ViTConfig
 from .schedule import epoch_batch, warmup_cosine
 from .train_text import StepReport
@@ -63,14 +64,23 @@ class CLIPTrainConfig:
     # besides in-batch InfoNCE, each image is also contrasted with the names of *every* training
     # concept (a negative set the size of the concept list, not of the batch): weight of that term
     name_bank_weight: float = 1.0
+    # the text tower: the frozen pretrained MiniLM, or our own encoder over the text path's BPE
+    text_tower: str = "minilm"
+    tokenizer: str = ""                  # for text_tower="own": a BPE tokenizer.json (default: the starter's)
+    text_layers: int = 2
+    text_embd: int = 128
     resume: bool = True
     extra: dict = field(default_factory=dict)
 
-    def model_config(self) -> CLIPConfig:
+    def model_config(self, vocab_size: int = 4096) -> CLIPConfig:
+        text = None
+        if self.text_tower == "own":
+            text = TextEncoderConfig(vocab_size=vocab_size, n_layer=self.text_layers, n_embd=self.text_embd,
+                                     n_head=max(1, self.text_embd // 32))
         return CLIPConfig(vision=ViTConfig(image_size=self.image_size, patch_size=self.patch_size,
                                            n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
                                            drop_path=self.drop_path),
-                          embed_dim=self.embed_dim)
+                          embed_dim=self.embed_dim, text_tower=self.text_tower, text=text)
 
 
 def caption_features(ds: ImageTextDataset, cache: Path, *, log=print, progress: bool = False) -> dict:
@@ -97,6 +107,38 @@ def caption_features(ds: ImageTextDataset, cache: Path, *, log=print, progress: 
     atomic_write(cache, lambda tmp: torch.save(cached, tmp))
     log(f"text tower: {len(feats)} caption features in {time.time() - t0:.0f} s")
     return cached
+
+
+def caption_tokens(ds: ImageTextDataset, tokenizer_path: Path, max_tokens: int) -> tuple[dict, int]:
+    """For our own text tower: every caption, name and held-out phrasing as padded BPE ids."""
+    from omniforge_shared.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_path)
+
+    def pad(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [tok.encode(t)[:max_tokens] or [0] for t in texts]
+        ids = torch.zeros(len(rows), max_tokens, dtype=torch.long)
+        mask = torch.zeros(len(rows), max_tokens, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+        return ids, mask
+
+    caps, offsets = [], [0]
+    for c in ds.concepts:
+        caps += c["captions"]
+        offsets.append(len(caps))
+    heldout = [(c.get("heldout_captions") or [c["name"]])[0] for c in ds.concepts]
+    out = {"caption_offsets": torch.tensor(offsets)}
+    for key, texts in (("captions", caps), ("names", [c["name"] for c in ds.concepts]), ("heldout", heldout)):
+        out[f"{key}_ids"], out[f"{key}_mask"] = pad(texts)
+    return out, tok.vocab_size
+
+
+def text_embeddings(model: CLIP, text: dict, key: str, index=slice(None)) -> torch.Tensor:
+    """Unit text embeddings of text[key][index], through whichever text tower the model has."""
+    if model.text is not None:
+        return model.encode_text(text[f"{key}_ids"][index], text[f"{key}_mask"][index])
+    return model.encode_text_features(text[key][index])
 
 
 def make_augment(cfg: CLIPTrainConfig):
@@ -135,7 +177,7 @@ def evaluate(model: CLIP, ds: ImageTextDataset, text: dict, *, max_queries: int 
              splits=("val", "heldout_style", "unseen_concepts", "unseen_all_names")) -> dict:
     was = model.training
     model.eval()
-    names = model.encode_text_features(text["names"]).numpy()
+    names = text_embeddings(model, text, "names").numpy()
     res = retrieval_suite(ds, lambda idx: embed_images(model, ds.images, idx), names, splits=splits,
                           max_queries=max_queries)
     model.train(was)
@@ -151,12 +193,20 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
     if ds.manifest["image_size"] < cfg.image_size:
         raise ValueError(f"the dataset's images are {ds.manifest['image_size']} px; image_size={cfg.image_size} "
                          "needs a dataset built at that size or larger")
-    text = caption_features(ds, out / "text_features.pt", log=log, progress=progress)
+    vocab = 4096
+    if cfg.text_tower == "own":
+        from .starter import STARTER_TEXT_DIR
+
+        tokenizer = Path(cfg.tokenizer or STARTER_TEXT_DIR / "tokenizer.json")
+        text, vocab = caption_tokens(ds, tokenizer, 32)
+        (out / "tokenizer.json").write_bytes(tokenizer.read_bytes())      # the export bundles it
+    else:
+        text = caption_features(ds, out / "text_features.pt", log=log, progress=progress)
     train_idx = ds.train_items()
     if len(train_idx) < cfg.batch_size:
         raise ValueError(f"only {len(train_idx)} training images; batch_size={cfg.batch_size} needs more")
     torch.manual_seed(cfg.seed)
-    mcfg = cfg.model_config()
+    mcfg = cfg.model_config(vocab)
     model = CLIP(mcfg)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
@@ -203,14 +253,14 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
         concept = concept_of[idx]
         # 1. one random training caption per image, from the cached text features
         pick = offsets[concept] + (torch.rand(len(idx)) * n_caps[concept]).long()
-        txt = model.encode_text_features(text["captions"][pick])
+        txt = text_embeddings(model, text, "captions", pick)
         # 2. augmented, normalised pixels -> image embeddings
         with torch.no_grad():
             pix = (augment(to_pixels(ds.images[idx])) - MEAN) / STD
         img = model.encode_image(pix)
         loss, stats = model.loss(img, txt, concept)
         if cfg.name_bank_weight:
-            bank = model.encode_text_features(text["names"][bank_concepts])          # (C, D)
+            bank = text_embeddings(model, text, "names", bank_concepts)             # (C, D)
             bank_loss = F.cross_entropy(model.scale() * img @ bank.t(), bank_position[concept])
             loss = loss + cfg.name_bank_weight * bank_loss
             stats["bank_loss"] = bank_loss.item()

@@ -104,8 +104,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     out.mkdir(parents=True, exist_ok=True)
     ds = load_image_text(Path(cfg.data), verify=True)
     clip = load_clip(Path(cfg.clip))
-    if clip.config.embed_dim != 256 and cfg.model_config().cross_attention_dim != clip.config.embed_dim:
-        raise ValueError("the U-Net's cross_attention_dim must be the CLIP's embed_dim")
+    if clip.text is not None:
+        raise ValueError(f"{cfg.clip} has our own text tower; the diffusion recipe conditions on a MiniLM-tower CLIP "
+                         "(train one with text_tower=minilm, the default)")
     cond = conditions(ds, clip, out / "text_features.pt", log=log)
     pixels = prepare_pixels(ds, cfg.image_size)
     train_idx = ds.train_items()

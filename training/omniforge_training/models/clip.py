@@ -2,7 +2,9 @@
 
 The image tower is our ViT, trained from scratch. The text tower is the frozen, pretrained
 MiniLM (LIFT-style: its features are computed once and cached, so training runs only the image
-tower); what the text side learns is its projection head. Loss: symmetric InfoNCE with a
+tower), whose projection head is what the text side learns; or, as the alternative, our own
+small text encoder over the text path's BPE tokens, trained from scratch with the image tower
+(`text_tower="own"`). Loss: symmetric InfoNCE with a
 learnable temperature clamped to at most `max_logit_scale`, and multi-positive targets, since
 the starter set has several images (styles) and several captions of one concept in a batch.
 """
@@ -15,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .text_encoder import OwnTextEncoder, TextEncoderConfig
 from .vit import ViT, ViTConfig
 
 # the shared latent space: every tower of every modality (text, image, audio) projects here
@@ -28,6 +31,15 @@ class CLIPConfig:
     embed_dim: int = EMBED_DIM
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
+    text_tower: str = "minilm"             # "minilm" (frozen, pretrained) | "own" (ours, trained here)
+    text: TextEncoderConfig | None = None  # our text encoder's shape, for text_tower="own"
+
+    def __post_init__(self) -> None:
+        if self.text_tower not in ("minilm", "own"):
+            raise ValueError(f"text_tower={self.text_tower!r}; choose 'minilm' or 'own'")
+        if self.text_tower == "own":
+            self.text = self.text or TextEncoderConfig()
+            self.text_dim = self.text.n_embd
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,6 +48,8 @@ class CLIPConfig:
     def from_dict(cls, d: dict) -> "CLIPConfig":
         d = dict(d)
         d["vision"] = ViTConfig(**d.get("vision", {}))
+        if d.get("text"):
+            d["text"] = TextEncoderConfig(**d["text"])
         return cls(**d)
 
 
@@ -46,6 +60,7 @@ class CLIP(nn.Module):
         self.vision = ViT(cfg.vision)
         self.image_proj = nn.Linear(cfg.vision.n_embd, cfg.embed_dim, bias=False)
         self.text_proj = nn.Linear(cfg.text_dim, cfg.embed_dim, bias=False)
+        self.text = OwnTextEncoder(cfg.text) if cfg.text_tower == "own" else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -55,6 +70,10 @@ class CLIP(nn.Module):
     def encode_text_features(self, text_features: torch.Tensor) -> torch.Tensor:
         """(B, 384) text-tower features -> (B, D), unit length."""
         return F.normalize(self.text_proj(text_features), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Our own text tower: (B, T) BPE ids and mask -> (B, D), unit length."""
+        return self.encode_text_features(self.text(input_ids, attention_mask))
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(self.config.max_logit_scale)).exp()
