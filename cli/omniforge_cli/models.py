@@ -56,11 +56,14 @@ def models_promote(name: str, version: str,
     console.print(f"{info.name}:{info.version} is now {info.stage}")
 
 
-def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered")):
+def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered"),
+              vision: bool = typer.Option(True, "--vision/--no-vision", help="also the vision starters and the "
+                                          "starter search collection")):
     """Export and register the committed starter models, put them in production, and index the
     starter image set for search."""
     _bootstrap_text(force)
-    _bootstrap_vision(force)
+    if vision:
+        _bootstrap_vision(force)
 
 
 def _bootstrap_text(force: bool) -> None:

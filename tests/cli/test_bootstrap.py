@@ -5,9 +5,11 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from omniforge_training.starter import STARTER_TEXT_DIR
+from omniforge_training.starter.vision import STARTER_CAPTION_DIR, STARTER_CLIP_DIR
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +24,14 @@ def bootstrapped(tmp_path_factory):
 def test_bootstrap_exports_registers_and_is_idempotent(bootstrapped):
     env, first = bootstrapped
     assert "onnx parity" in first.stdout and "registered text-starter" in first.stdout
+    if (STARTER_CLIP_DIR / "manifest.json").exists():
+        assert "registered clip-starter" in first.stdout and "indexed" in first.stdout
+        assert "registered captioner-starter" in first.stdout or not (STARTER_CAPTION_DIR / "manifest.json").exists()
     again = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
                            text=True, timeout=120, env=env)
     assert again.returncode == 0 and "already registered" in again.stdout
+    if (STARTER_CLIP_DIR / "manifest.json").exists():
+        assert "up to date" in again.stdout and "clip-starter:1 already registered" in again.stdout
     listing = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "models", "list"], capture_output=True,
                              text=True, env={**env, "COLUMNS": "200"})
     assert "text-starter" in listing.stdout and "production" in listing.stdout
@@ -105,8 +112,8 @@ def test_bootstrap_exports_again_a_starter_of_an_older_graph_format(tmp_path):
     from pathlib import Path
 
     env = {**os.environ, "OMNIFORGE_HOME": str(tmp_path)}
-    run = lambda: subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
-                                 text=True, timeout=600, env=env)
+    run = lambda: subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap", "--no-vision"],
+                                 capture_output=True, text=True, timeout=600, env=env)
     assert run().returncode == 0
     [manifest_path] = Path(tmp_path, "artifacts").rglob("manifest.json")
     manifest = json.loads(manifest_path.read_text())
@@ -117,3 +124,63 @@ def test_bootstrap_exports_again_a_starter_of_an_older_graph_format(tmp_path):
     assert "older graph format" in again.stdout and "registered text-starter" in again.stdout
     [manifest_path] = Path(tmp_path, "artifacts").rglob("manifest.json")
     assert json.loads(manifest_path.read_text())["graph"]["format"]
+
+
+def _registry(env):
+    from omniforge_shared.registry_settings import RegistrySettings
+
+    old = os.environ.get("OMNIFORGE_HOME")
+    os.environ["OMNIFORGE_HOME"] = env["OMNIFORGE_HOME"]
+    try:
+        return RegistrySettings().open(), RegistrySettings().data_root
+    finally:
+        os.environ["OMNIFORGE_HOME"] = old
+
+
+@pytest.mark.skipif(not (STARTER_CLIP_DIR / "manifest.json").exists(), reason="no committed CLIP starter")
+def test_the_served_clip_starter_recognises_a_style_it_never_saw(bootstrapped):
+    """The exported ONNX towers, as the fusion service runs them, on held-out-style images."""
+    import numpy as np
+
+    from omniforge_shared.encoders import ImageEmbedder, TextEmbedder
+    from omniforge_training.data.image_text import load_image_text
+
+    env, _ = bootstrapped
+    registry, data_root = _registry(env)
+    bundle = registry.bundle("clip-starter")
+    ds = load_image_text(data_root / "starter-images")
+    idx = ds.items("train", styles=[ds.heldout_style])[::4]
+    images = ImageEmbedder(bundle, threads=2)(list(ds.images[idx]))
+    names = TextEmbedder(bundle, threads=2)([c["name"] for c in ds.concepts])
+    r1 = float(np.mean((images @ names.T).argmax(1) == ds.item_concept[idx]))
+    trained = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["retrieval"]["heldout_style"]["i2t_R@1"]
+    print(f"held-out style i2t R@1 through ONNX: {r1:.3f} on {len(idx)} images (training evaluation: {trained:.3f})")
+    assert r1 > trained - 0.05 and r1 > 100 / len(ds.concepts)
+
+
+@pytest.mark.skipif(not (STARTER_CAPTION_DIR / "manifest.json").exists(), reason="no committed captioner starter")
+def test_the_captioner_starter_names_what_it_sees(bootstrapped):
+    import io
+
+    from PIL import Image
+
+    from omniforge_fusion.captioner import CaptionEngine, CaptionParams
+    from omniforge_training.data.image_text import load_image_text
+
+    env, _ = bootstrapped
+    registry, data_root = _registry(env)
+    ds = load_image_text(data_root / "starter-images")
+    engine = CaptionEngine(registry.bundle("captioner-starter"), threads=2)
+    try:
+        idx = ds.train_items()[::40]
+        hits = []
+        for i in idx:
+            buf = io.BytesIO()
+            Image.fromarray(np.asarray(ds.images[i])).save(buf, "PNG")
+            caption = engine.submit(buf.getvalue(), CaptionParams()).result(timeout=60).text
+            hits.append(caption.lower() in {c.lower() for c in ds.concepts[ds.item_concept[i]]["captions"]})
+    finally:
+        engine.stop()
+    share = sum(hits) / len(hits)
+    print(f"exact captions on {len(idx)} training images: {share:.2%}")
+    assert share > 0.3
