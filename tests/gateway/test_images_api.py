@@ -94,3 +94,13 @@ def test_encode_over_grpc_matches_the_fusion_embedding(image_service, fusion_ser
         emb = fusion_pb2_grpc.FusionServiceStub(ch).Embed(fusion_pb2.EmbedRequest(
             inputs=[fusion_pb2.EmbedInput(image=buf.getvalue())]))
     assert np.allclose(enc.embeddings[0].values, emb.embeddings[0].values, atol=1e-5)
+
+
+def test_the_sdk_generates_and_captions(vision_gateway, tiny_images):
+    from omniforge_sdk import Client
+
+    with Client(base_url=vision_gateway.url) as client:
+        [img] = client.images.generate(prompt="a red heart", steps=2, seed=9)
+        assert img.seed == 9 and Image.open(io.BytesIO(img.png)).size == (16, 16)
+        caption = client.caption(image=img.png, max_tokens=6)
+        assert caption.caption and caption.model == "tiny-captioner"

@@ -11,8 +11,8 @@
 from ._client import AsyncClient, Client
 from ._errors import (APIConnectionError, APIError, BadRequestError, InternalServerError, NotFoundError,
                       OmniforgeError, RateLimitError, ServiceUnavailableError, TimeoutError_)
-from ._types import Collection, Embeddings, Generation, GenerationChunk, Model, SearchResult, TrainingJob, Usage
+from ._types import Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model, SearchResult, TrainingJob, Usage
 
 __all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "BadRequestError", "InternalServerError",
            "NotFoundError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
-           "Collection", "Embeddings", "Generation", "GenerationChunk", "Model", "SearchResult", "TrainingJob", "Usage"]
+           "Caption", "Collection", "Embeddings", "GeneratedImage", "Generation", "GenerationChunk", "Model", "SearchResult", "TrainingJob", "Usage"]

@@ -7,7 +7,8 @@ from typing import AsyncIterator, Iterator
 import httpx
 
 from ._errors import APIConnectionError, OmniforgeError, error_for
-from ._types import Collection, Embeddings, Generation, GenerationChunk, Model, SearchResult, TrainingJob
+from ._types import (Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model,
+                     SearchResult, TrainingJob)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -95,6 +96,33 @@ def _items_body(items: list[dict]) -> dict:
     return {"items": [{**{k: v for k, v in it.items() if k != "image"},
                        **({"image": _image_b64(it["image"])} if it.get("image") is not None else {})}
                       for it in items]}
+
+
+def _caption_body(image, prompt, options) -> dict:
+    return {"image": _image_b64(image), **({"prompt": prompt} if prompt else {}),
+            **{k: v for k, v in options.items() if v is not None}}
+
+
+def _images_body(prompt, n, size, steps, guidance, seed) -> dict:
+    body = {"prompt": prompt, "n": n, "steps": steps, "guidance": guidance, "response_format": "b64_json"}
+    return {**body, **({"size": size} if size else {}), **({"seed": seed} if seed is not None else {})}
+
+
+def _images(payload: dict) -> list[GeneratedImage]:
+    import base64
+
+    return [GeneratedImage(png=base64.b64decode(d["b64_json"]), seed=d["seed"]) for d in payload["data"]]
+
+
+class _Images:
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def generate(self, *, prompt: str, n: int = 1, size: str | None = None, steps: int = 25,
+                 guidance: float = 3.0, seed: int | None = None) -> list[GeneratedImage]:
+        """PNG images from a prompt (same seed, same images)."""
+        body = _images_body(prompt, n, size, steps, guidance, seed)
+        return _images(self._client._request("POST", "/images/generations", json=body).json())
 
 
 class _Embeddings:
@@ -186,6 +214,7 @@ class Client:
         self.training = _Training(self)
         self.embeddings = _Embeddings(self)
         self.collections = _Collections(self)
+        self.images = _Images(self)
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
@@ -226,6 +255,13 @@ class Client:
         """The k items of a collection (default: the starter one) nearest to a text or an image."""
         body = _search_body(query, image, k, collection, model)
         return [SearchResult(**r) for r in self._request("POST", "/search", json=body).json()["results"]]
+
+    def caption(self, *, image, prompt: str | None = None, max_tokens: int | None = None,
+                temperature: float | None = None, num_beams: int | None = None, seed: int | None = None) -> Caption:
+        """Describes an image (bytes, a path or a file object); `prompt` steers it."""
+        body = _caption_body(image, prompt, dict(max_tokens=max_tokens, temperature=temperature,
+                                                 num_beams=num_beams, seed=seed))
+        return Caption(**self._request("POST", "/caption", json=body).json())
 
     def health(self) -> bool:
         try:
@@ -321,6 +357,16 @@ class _AsyncCollections:
         return (await self._client._request("DELETE", f"/collections/{name}/items", json={"ids": ids})).json()["deleted"]
 
 
+class _AsyncImages:
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def generate(self, *, prompt: str, n: int = 1, size: str | None = None, steps: int = 25,
+                       guidance: float = 3.0, seed: int | None = None) -> list[GeneratedImage]:
+        body = _images_body(prompt, n, size, steps, guidance, seed)
+        return _images((await self._client._request("POST", "/images/generations", json=body)).json())
+
+
 class _AsyncTraining:
     def __init__(self, client: "AsyncClient") -> None:
         self.jobs = _AsyncJobs(client)
@@ -337,6 +383,7 @@ class AsyncClient:
         self.training = _AsyncTraining(self)
         self.embeddings = _AsyncEmbeddings(self)
         self.collections = _AsyncCollections(self)
+        self.images = _AsyncImages(self)
 
     async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
@@ -373,6 +420,13 @@ class AsyncClient:
                         return
         except httpx.TransportError as e:
             raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
+
+    async def caption(self, *, image, prompt: str | None = None, max_tokens: int | None = None,
+                      temperature: float | None = None, num_beams: int | None = None,
+                      seed: int | None = None) -> Caption:
+        body = _caption_body(image, prompt, dict(max_tokens=max_tokens, temperature=temperature,
+                                                 num_beams=num_beams, seed=seed))
+        return Caption(**(await self._request("POST", "/caption", json=body)).json())
 
     async def search(self, *, query: str | None = None, image=None, k: int = 5, collection: str | None = None,
                      model: str | None = None) -> list[SearchResult]:

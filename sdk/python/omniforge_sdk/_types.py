@@ -102,3 +102,17 @@ class Collection:
     count: int
     model: str
     model_version: str
+
+
+@dataclass(frozen=True)
+class Caption:
+    caption: str
+    finish_reason: str
+    model: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes
+    seed: int
