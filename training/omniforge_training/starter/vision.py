@@ -54,14 +54,21 @@ def package_caption_starter(run_dir: Path, dataset_dir: Path, *, version: str, o
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "model.safetensors", load_captioner(run_dir), dtype=torch.float16)
-    for fname in ("config.json", "tokenizer.json", "summary.json"):
-        (out / fname).write_text((run_dir / fname).read_text())
+    (out / "tokenizer.json").write_text((run_dir / "tokenizer.json").read_text())
+    # where the packager's files lay is no business of a user's copy: name them as the repository does
+    where = {"data": "data/starter-images", "clip": "training/omniforge_training/starter/clip",
+             "tokenizer": "training/omniforge_training/starter/text/tokenizer.json", "out": "runs/caption-starter"}
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"].update(where)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"].update(where)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     m = load_image_text(dataset_dir).manifest
     clip_version = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["version"]
     manifest = {"name": STARTER_CAPTION_NAME, "version": version, "recipe": "caption",
                 "clip_starter": {"name": STARTER_CLIP_NAME, "version": clip_version},
-                "config": json.loads((run_dir / "config.json").read_text()),
+                "config": config,
                 "data": {"dataset": m["name"], "content_hash": m["content_hash"]},
                 "quality": {k: {kk: vv for kk, vv in v.items() if kk != "examples"} for k, v in summary["quality"].items()},
                 "examples": {k: v.get("examples", []) for k, v in summary["quality"].items()},
