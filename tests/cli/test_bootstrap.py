@@ -183,4 +183,4 @@ def test_the_captioner_starter_names_what_it_sees(bootstrapped):
         engine.stop()
     share = sum(hits) / len(hits)
     print(f"exact captions on {len(idx)} training images: {share:.2%}")
-    assert share > 0.3
+    assert share > 0.8          # measured: 0.94 (the held-out style: 0.45, in the manifest)

@@ -104,3 +104,13 @@ def test_the_sdk_generates_and_captions(vision_gateway, tiny_images):
         assert img.seed == 9 and Image.open(io.BytesIO(img.png)).size == (16, 16)
         caption = client.caption(image=img.png, max_tokens=6)
         assert caption.caption and caption.model == "tiny-captioner"
+
+
+def test_the_image_service_counts_what_it_generates(http, image_service):
+    http.post("/images/generations", json={"prompt": "a star", "n": 2, "steps": 2})
+    text = httpx.get(image_service.metrics_url).text
+    line = next(l for l in text.splitlines()
+                if l.startswith('omniforge_image_images_generated_total{model="tiny-diffusion"'))
+    assert float(line.split()[-1]) >= 2
+    assert 'omniforge_image_requests_total{model="tiny-diffusion",route="Generate",status="OK"' in text \
+        or 'route="Generate"' in text
