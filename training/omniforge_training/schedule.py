@@ -6,6 +6,7 @@ the same learning rates and the same batches as a run that never stopped.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -24,3 +25,25 @@ def epoch_batch(items: np.ndarray, *, step: int, batch_size: int, seed: int) -> 
     epoch, k = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(items)
     return np.sort(perm[k * batch_size:(k + 1) * batch_size])
+
+
+def finish_step(*, step: int, total: int, loss: float, shown_loss: float, lr: float, items: int, started: float,
+                wall: float, checkpoint_interval: int, checkpoint, bar, on_step, metrics: dict) -> bool:
+    """What ends every training step: a checkpoint when due (and at the last step), the progress
+    bar, and the observer's report. False when the observer asked to stop (a checkpoint is written
+    first, so the run resumes from exactly there)."""
+    from .train_text import StepReport
+
+    dt = time.time() - started
+    if (checkpoint_interval and step % checkpoint_interval == 0) or step == total:
+        checkpoint(step, wall)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{shown_loss:.4f}", s_step=f"{dt:.2f}")
+    if on_step is not None:
+        report = StepReport(step=step, max_iters=total, loss=loss, lr=lr, tokens_per_s=items / dt,
+                            eta_s=(total - step) * dt, metrics=metrics)
+        if on_step(report) is False:
+            checkpoint(step, wall)
+            return False
+    return True

@@ -25,7 +25,7 @@ from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_wei
 from .data.image_text import ImageTextDataset, load_image_text
 from .models.captioner import Captioner, CaptionerConfig
 from .models.gpt import GPTConfig
-from .schedule import epoch_batch, warmup_cosine
+from .schedule import epoch_batch, finish_step, warmup_cosine
 from .train_text import StepReport
 
 COLOUR_PROMPT = "describe the colours"
@@ -263,19 +263,11 @@ def train_caption(cfg: CaptionTrainConfig, *, on_step: Callable[[StepReport], bo
             history.append({"step": step, "loss": loss_ema, **metrics})
             model.train()
             log(f"step {step}: loss {loss_ema:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        dt = time.time() - t0
-        wall = wall_before + time.time() - t_start
-        if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or step == cfg.max_steps:
-            checkpoint(step, wall)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.3f}", s_step=f"{dt:.2f}")
-        if on_step is not None:
-            report = StepReport(step=step, max_iters=cfg.max_steps, loss=loss.item(), lr=lr_at(step, cfg),
-                                tokens_per_s=len(idx) / dt, eta_s=(cfg.max_steps - step) * dt, metrics=metrics)
-            if on_step(report) is False:
-                checkpoint(step, wall)
-                break
+        if not finish_step(step=step, total=cfg.max_steps, loss=loss.item(), shown_loss=loss_ema, lr=lr_at(step, cfg),
+                           items=len(idx), started=t0, wall=wall_before + time.time() - t_start,
+                           checkpoint_interval=cfg.checkpoint_interval, checkpoint=checkpoint, bar=bar,
+                           on_step=on_step, metrics=metrics):
+            break
     if bar is not None:
         bar.close()
     wall = wall_before + time.time() - t_start

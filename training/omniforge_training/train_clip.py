@@ -27,7 +27,7 @@ from .eval_vision import retrieval_suite
 from .models.clip import CLIP, CLIPConfig
 from .models.text_encoder import TextEncoderConfig
 from .models.vit import ViTConfig
-from .schedule import epoch_batch, warmup_cosine
+from .schedule import epoch_batch, finish_step, warmup_cosine
 from .train_text import StepReport
 
 MEAN, STD = 0.5, 0.5     # omniforge_shared.images normalisation: (x / 255 - 0.5) / 0.5
@@ -277,20 +277,11 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
                        "heldout_style_i2t_R@1": res.get("heldout_style", {}).get("i2t_R@1")}
             history.append({"step": step, "loss": loss_ema, **metrics})
             log(f"step {step}: loss {loss_ema:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None))
-        dt = time.time() - t0
-        wall = wall_before + time.time() - t_start
-        if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or step == cfg.max_steps:
-            checkpoint(step, wall)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.3f}", s_step=f"{dt:.2f}")
-        if on_step is not None:
-            eta = (cfg.max_steps - step) * dt
-            report = StepReport(step=step, max_iters=cfg.max_steps, loss=loss.item(), lr=lr_at(step, cfg),
-                                tokens_per_s=len(idx) / dt, eta_s=eta, metrics={**metrics, **stats})
-            if on_step(report) is False:
-                checkpoint(step, wall)
-                break
+        if not finish_step(step=step, total=cfg.max_steps, loss=loss.item(), shown_loss=loss_ema, lr=lr_at(step, cfg),
+                           items=len(idx), started=t0, wall=wall_before + time.time() - t_start,
+                           checkpoint_interval=cfg.checkpoint_interval, checkpoint=checkpoint, bar=bar,
+                           on_step=on_step, metrics={**metrics, **stats}):
+            break
     if bar is not None:
         bar.close()
     wall = wall_before + time.time() - t_start

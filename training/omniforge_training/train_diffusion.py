@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.image_text import ImageTextDataset, load_image_text
 from .models.unet import EMA, UNetConfig, build_unet, make_scheduler
-from .schedule import epoch_batch, warmup_cosine
+from .schedule import epoch_batch, finish_step, warmup_cosine
 from .train_text import StepReport
 
 
@@ -176,19 +176,11 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
         if cfg.eval_interval and step % cfg.eval_interval == 0 and step < cfg.max_steps:
             history.append({"step": step, "loss": loss_ema})
             log(f"step {step}: loss {loss_ema:.4f}")
-        dt = time.time() - t0
-        wall = wall_before + time.time() - t_start
-        if (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0) or step == cfg.max_steps:
-            checkpoint(step, wall)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.4f}", s_step=f"{dt:.2f}")
-        if on_step is not None:
-            report = StepReport(step=step, max_iters=cfg.max_steps, loss=loss.item(), lr=lr_at(step, cfg),
-                                tokens_per_s=len(idx) / dt, eta_s=(cfg.max_steps - step) * dt, metrics=metrics)
-            if on_step(report) is False:
-                checkpoint(step, wall)
-                break
+        if not finish_step(step=step, total=cfg.max_steps, loss=loss.item(), shown_loss=loss_ema, lr=lr_at(step, cfg),
+                           items=len(idx), started=t0, wall=wall_before + time.time() - t_start,
+                           checkpoint_interval=cfg.checkpoint_interval, checkpoint=checkpoint, bar=bar,
+                           on_step=on_step, metrics=metrics):
+            break
     if bar is not None:
         bar.close()
     wall = wall_before + time.time() - t_start
