@@ -49,13 +49,9 @@ def timesteps(cfg: DDIMConfig, steps: int) -> np.ndarray:
     return ts
 
 
-def ddim_step(cfg: DDIMConfig, model_output: np.ndarray, t: int, sample: np.ndarray, steps: int) -> np.ndarray:
-    """x_t -> x_{t - T/steps} (eta = 0)."""
-    a = cfg.alphas_cumprod
-    prev_t = t - cfg.num_train_timesteps // steps
-    a_t = a[t]
-    a_prev = a[prev_t] if prev_t >= 0 else (1.0 if cfg.set_alpha_to_one else a[0])
-    # 1. the predicted clean image and noise, from the model's output
+def predicted(cfg: DDIMConfig, model_output: np.ndarray, t: int, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The clean image and the noise that the model's output at timestep t implies (x0 unclipped)."""
+    a_t = cfg.alphas_cumprod[t]
     if cfg.prediction_type == "epsilon":
         eps = model_output
         x0 = (sample - np.sqrt(1 - a_t) * eps) / np.sqrt(a_t)
@@ -64,6 +60,16 @@ def ddim_step(cfg: DDIMConfig, model_output: np.ndarray, t: int, sample: np.ndar
         eps = np.sqrt(a_t) * model_output + np.sqrt(1 - a_t) * sample
     else:
         raise ValueError(f"prediction_type {cfg.prediction_type!r} is not supported")
+    return x0, eps
+
+
+def ddim_step(cfg: DDIMConfig, model_output: np.ndarray, t: int, sample: np.ndarray, steps: int) -> np.ndarray:
+    """x_t -> x_{t - T/steps} (eta = 0)."""
+    a = cfg.alphas_cumprod
+    prev_t = t - cfg.num_train_timesteps // steps
+    a_prev = a[prev_t] if prev_t >= 0 else (1.0 if cfg.set_alpha_to_one else a[0])
+    # 1. the predicted clean image and noise, from the model's output
+    x0, eps = predicted(cfg, model_output, t, sample)
     if cfg.clip_sample:
         x0 = np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)   # eps is kept as predicted
     # 2. the direction pointing to x_t, 3. x_{t-1}

@@ -70,6 +70,7 @@ def sample_grid(images: np.ndarray, captions: list[str], path: Path, *, cols: in
 @torch.no_grad()
 def diffusion_suite(unet, ddim, ds, clip, cond: dict, pixels: torch.Tensor, *, out_dir: Path, n_concepts: int = 200,
                     steps: int = 25, guidance: float = 3.0, size: int = 32, seed: int = 0, batch: int = 50) -> dict:
+    from .data.image_text import heldout_phrasing
     from .train_diffusion import sample_torch
 
     rng = np.random.default_rng(seed)
@@ -92,8 +93,7 @@ def diffusion_suite(unet, ddim, ds, clip, cond: dict, pixels: torch.Tensor, *, o
     real = to_uint8(pixels[real_idx])
     real_feats, _ = clip_features(clip, real)
     fd = frechet_distance(feats, real_feats)
-    caps = [ds.concepts[c]["heldout_captions"][0] if ds.concepts[c].get("heldout_captions") else ds.concepts[c]["name"]
-            for c in picked]
+    caps = [heldout_phrasing(ds.concepts[c]) for c in picked]
     sample_grid(images[:32], caps[:32], Path(out_dir) / "samples.png")
     return {"top5_concept_hit": top5, "clip_score": clip_score, "clip_score_shuffled_prompts": shuffled,
             "frechet_distance_own_features": fd, "frechet_note": "on our CLIP image-tower features, not Inception",

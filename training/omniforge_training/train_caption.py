@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from omniforge_shared.bundle import sha256_file
 from omniforge_shared.tokenizer import load_tokenizer
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
@@ -196,7 +197,7 @@ def train_caption(cfg: CaptionTrainConfig, *, on_step: Callable[[StepReport], bo
                          f"{cfg.max_caption_tokens} caption tokens; raise block_size or lower max_caption_tokens")
     # 1. frozen features, cached by dataset and CLIP weights
     cache = out / "image_features.pt"
-    key = {"dataset": ds.manifest["content_hash"], "clip": (Path(cfg.clip) / "model.safetensors").stat().st_size}
+    key = {"dataset": ds.manifest["content_hash"], "clip": sha256_file(Path(cfg.clip) / "model.safetensors")}
     cached = torch.load(cache, weights_only=False) if cache.exists() else None
     if cached is None or cached["key"] != key:
         t0 = time.time()

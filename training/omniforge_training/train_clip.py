@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, save_weights
-from .data.image_text import ImageTextDataset, load_image_text
+from .data.image_text import ImageTextDataset, heldout_phrasing, load_image_text
 from .eval_vision import retrieval_suite
 from .models.clip import CLIP, CLIPConfig
 from .models.text_encoder import TextEncoderConfig
@@ -97,8 +97,7 @@ def caption_features(ds: ImageTextDataset, cache: Path, *, log=print, progress: 
     for c in ds.concepts:
         train_caps += c["captions"]
         offsets.append(len(train_caps))
-    heldout = [c.get("heldout_captions", [c["name"]])[0] if c.get("heldout_captions") else c["name"]
-               for c in ds.concepts]
+    heldout = [heldout_phrasing(c) for c in ds.concepts]
     t0 = time.time()
     feats = encode_texts(names + train_caps + heldout, progress=progress)
     n, m = len(names), len(train_caps)
@@ -127,7 +126,7 @@ def caption_tokens(ds: ImageTextDataset, tokenizer_path: Path, max_tokens: int) 
     for c in ds.concepts:
         caps += c["captions"]
         offsets.append(len(caps))
-    heldout = [(c.get("heldout_captions") or [c["name"]])[0] for c in ds.concepts]
+    heldout = [heldout_phrasing(c) for c in ds.concepts]
     out = {"caption_offsets": torch.tensor(offsets)}
     for key, texts in (("captions", caps), ("names", [c["name"] for c in ds.concepts]), ("heldout", heldout)):
         out[f"{key}_ids"], out[f"{key}_mask"] = pad(texts)

@@ -101,7 +101,6 @@ class CaptionEngine:
         self.eos = bundle.manifest["tokenizer"]["eos_id"]
         self.cache = KVCache(self.spec, max_batch)
         self.requests: queue.Queue = queue.Queue()
-        self.captions_total = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="caption-engine", daemon=True)
         self._thread.start()
@@ -157,7 +156,6 @@ class CaptionEngine:
                     results = self._beam(reqs[0]) if key[0] == "beam" else self._batch(reqs)
                     for req, res in zip(reqs, results):
                         req[3].set_result(res)
-                    self.captions_total += len(reqs)
                 except Exception as e:  # noqa: BLE001 - a failing batch fails its requests, not the engine
                     logger.exception("caption batch failed")
                     for req in reqs:

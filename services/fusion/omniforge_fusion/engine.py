@@ -1,4 +1,4 @@
-"""The embedding engine: a CLIP bundle's two ONNX graphs behind `embed_texts` / `embed_images`.
+"""The embedding engine: a CLIP bundle's two ONNX graphs behind `embed_texts` / `embed_pixels`.
 
 Texts are tokenised with the bundle's tokenizer and padded per batch; images are decoded by
 `omniforge_shared.images` (the only decoder untrusted bytes ever reach) and preprocessed
@@ -28,7 +28,6 @@ class EmbeddingEngine:
         self.dimensions = int(bundle.manifest["embedding"]["dimensions"])
         self.image_tower = ImageEmbedder(bundle, threads=threads)
         self.text_tower = TextEmbedder(bundle, threads=threads)
-        self.requests = 0
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -39,7 +38,6 @@ class EmbeddingEngine:
                 raise InvalidInput(f"input {i} is an empty text; send non-empty text")
             if len(t) > MAX_TEXT_CHARS:
                 raise InvalidInput(f"input {i} is {len(t)} characters; the limit is {MAX_TEXT_CHARS}")
-        self.requests += 1
         return self.text_tower(texts) if texts else np.zeros((0, self.dimensions), np.float32)
 
     def decode(self, data: bytes, index: int = 0):
@@ -48,14 +46,8 @@ class EmbeddingEngine:
         except ImageError as e:
             raise InvalidInput(f"image {index}: {e}") from None
 
-    def embed_images(self, images: list) -> np.ndarray:
-        """Encoded image bytes (or decoded RGB images) -> (N, D) float32 unit vectors."""
-        decoded = [self.decode(im, i) if isinstance(im, (bytes, bytearray)) else im for i, im in enumerate(images)]
-        return self.embed_pixels(decoded)
-
     def embed_pixels(self, images: list) -> np.ndarray:
         """RGB PIL images or uint8 (H, W, 3) arrays -> (N, D)."""
-        self.requests += 1
         return self.image_tower(images) if images else np.zeros((0, self.dimensions), np.float32)
 
     def embed(self, inputs: list[tuple[str, object]]) -> np.ndarray:

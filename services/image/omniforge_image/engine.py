@@ -21,7 +21,7 @@ import numpy as np
 
 from omniforge_shared.bundle import Bundle
 from omniforge_shared.encoders import TextEmbedder, cpu_session
-from omniforge_shared.scheduling_ddim import DDIMConfig, ddim_step, guided, timesteps
+from omniforge_shared.scheduling_ddim import DDIMConfig, ddim_step, guided, predicted, timesteps
 
 MAX_PROMPT_CHARS = 1000
 
@@ -81,7 +81,6 @@ class DiffusionEngine:
         self.unet = cpu_session(bundle.file("unet"), threads)
         self.text_tower = TextEmbedder(bundle, threads=threads)
         self._lock = threading.Lock()
-        self.generated_total = 0
         self.busy = 0
 
     def sizes(self) -> list[int]:
@@ -122,7 +121,6 @@ class DiffusionEngine:
         context = np.stack([cond] * p.n + [np.zeros_like(cond)] * p.n)[:, None].astype(np.float32)   # (2n, 1, D)
         x = np.stack([np.random.default_rng(seed + i).standard_normal((3, S, S)) for i in range(p.n)]).astype(np.float32)
         ts = timesteps(self.ddim, p.steps)
-        a = self.ddim.alphas_cumprod
         for k, t in enumerate(ts):
             if cancelled():
                 return
@@ -134,14 +132,13 @@ class DiffusionEngine:
             e = guided(eps_c, eps_u, p.guidance)
             previews = []
             if p.preview_every and (k + 1) % p.preview_every == 0 and k + 1 < len(ts):
-                x0 = (x - np.sqrt(1 - a[t]) * e) / np.sqrt(a[t])
+                x0, _ = predicted(self.ddim, e, int(t), x)
                 previews = [to_png(img, 0) for img in x0]
             x = ddim_step(self.ddim, e, int(t), x, p.steps)
             yield Progress(step=k + 1, steps=len(ts), previews=previews)
         # 4. the images
         for i, img in enumerate(x):
             yield Image(index=i, png=to_png(img, p.size or S), seed=seed + i)
-        self.generated_total += p.n
 
     # ---- the pool's Engine protocol ---------------------------------------------------------------
 

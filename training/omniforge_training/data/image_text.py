@@ -96,6 +96,11 @@ def write_dataset(out: Path, *, images: np.ndarray, items: list[dict], concepts:
     return manifest
 
 
+def heldout_phrasing(concept: dict) -> str:
+    """The phrasing of a concept that training never sees (its name where the data has none)."""
+    return (concept.get("heldout_captions") or [concept["name"]])[0]
+
+
 def is_image_text(path: Path) -> bool:
     try:
         return json.loads((Path(path) / MANIFEST).read_text()).get("format") == FORMAT
