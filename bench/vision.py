@@ -2,7 +2,9 @@
 
   vision   image-encoder images/s: our ONNX graph (onnxruntime) vs torch eager on the same weights,
            at batch 1 and 64, interleaved; caption latency of the caption engine (greedy, beams
-           of 3, and 8 concurrent requests batched) on the starter bundles.
+           of 3, and 8 concurrent requests batched) on the starter bundles; text-to-image seconds per
+           64 px image at 10/25/50 DDIM steps with guidance (batch 2 per step): the service's numpy
+           DDIM around the ONNX U-Net vs torch-eager diffusers (DDIMScheduler) on the same weights.
 """
 from __future__ import annotations
 
@@ -82,7 +84,55 @@ def bench_vision(threads: int = 2, rounds: int = 3) -> dict:
                                                   "torch_eager_images_per_s": round(t, 1), "ratio": round(o / t, 2)}
     if caption_dir is not None:
         out["caption"] = _caption_latency(caption_dir, images, threads)
+    from omniforge_training.starter.vision import STARTER_DIFFUSION_DIR
+
+    if (STARTER_DIFFUSION_DIR / "manifest.json").exists():
+        out["text_to_image"] = _text_to_image(threads, rounds)
     return out
+
+
+def _text_to_image(threads: int, rounds: int, prompt: str = "a red apple") -> dict:
+    import torch
+
+    from omniforge_image.engine import DiffusionEngine, GenerateParams
+    from omniforge_shared.bundle import load_bundle
+    from omniforge_training.export_diffusion import export_diffusion_bundle, load_unet
+    from omniforge_training.models.unet import make_scheduler
+    from omniforge_training.starter.vision import STARTER_CLIP_DIR, STARTER_DIFFUSION_DIR
+    from omniforge_training.train_diffusion import sample_torch
+
+    bundle_dir = Path(tempfile.gettempdir()) / "omniforge-bench-diffusion"
+    if not (bundle_dir / "manifest.json").exists():
+        export_diffusion_bundle(STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, bundle_dir, name="diffusion-starter",
+                                version="bench", log=lambda m: None)
+    engine = DiffusionEngine(load_bundle(bundle_dir), threads=threads)
+    unet, cfg = load_unet(STARTER_DIFFUSION_DIR)
+    ddim = make_scheduler(cfg, "ddim")
+    cond = torch.from_numpy(engine.text_tower([prompt]))
+
+    def served(steps):
+        t0 = time.perf_counter()
+        list(engine.generate(GenerateParams(prompt=prompt, steps=steps, seed=0)))
+        return time.perf_counter() - t0
+
+    def eager(steps):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            sample_torch(unet, ddim, cond, steps=steps, guidance=3.0, size=cfg.image_size,
+                         generator=torch.Generator().manual_seed(0))
+        return time.perf_counter() - t0
+
+    served(2), eager(2)                                     # warm-up
+    res = {"image_size": cfg.image_size, "guidance": 3.0}
+    for steps in (10, 25, 50):
+        ours, theirs = [], []
+        for _ in range(rounds):                             # interleaved
+            ours.append(served(steps))
+            theirs.append(eager(steps))
+        o, t = statistics.median(ours), statistics.median(theirs)
+        res[f"steps_{steps}"] = {"onnx_numpy_s_per_image": round(o, 3), "torch_diffusers_s_per_image": round(t, 3),
+                                 "speedup": round(t / o, 2)}
+    return res
 
 
 def _caption_latency(caption_dir: Path, images: np.ndarray, threads: int, n: int = 40) -> dict:

@@ -74,6 +74,30 @@ def data_images(source: str = typer.Argument(..., help="COCO captions .json, Web
     console.print_json(data={"counts": manifest["counts"], "skipped": manifest["skipped"][:5]})
 
 
+@app.command("speech")
+def data_speech(source: str = typer.Argument(..., help="LibriSpeech, LJSpeech or Common Voice folder, a Hugging Face "
+                                             "audio dataset saved to disk, or WebDataset .tar shards"),
+                name: str = typer.Option(..., help="dataset name"),
+                out: Path = typer.Option(..., help="output folder"),
+                sample_rate: int = typer.Option(16_000, help="every clip is resampled (soxr) to this rate"),
+                heldout_speaker: list[str] = typer.Option([], help="a speaker kept out of training (repeatable)"),
+                seed: int = typer.Option(1337),
+                register: bool = typer.Option(True, help="register the dataset")):
+    """Ingest a speech corpus into a speech dataset (unreadable clips are skipped and listed)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.data.speech import build_speech_dataset
+
+    try:
+        manifest = build_speech_dataset(source, out, name=name, sample_rate=sample_rate, seed=seed,
+                                        heldout_speakers=tuple(heldout_speaker), log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name=name)
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"], "skipped": manifest["skipped"][:5]})
+
+
 @app.command("starter-images")
 def data_starter_images(out: Path = typer.Option(Path("data/starter-images"), help="output folder"),
                         npm_root: Path = typer.Option(None, help="node_modules holding the emoji packages "

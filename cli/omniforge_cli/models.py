@@ -129,8 +129,9 @@ def _bootstrap_vision(force: bool) -> None:
         console.print(f"{STARTER_CLIP_NAME}:{version} already registered ({existing[0].stage} -> production)")
     # 3. the starter collection, indexed with that model
     index_starter(registry.bundle(STARTER_CLIP_NAME, version), ds, force=force)
-    # 4. the captioner, on that CLIP's image tower
+    # 4. the captioner, on that CLIP's image tower; 5. text-to-image, on its text tower
     _bootstrap_captioner(registry, ds, force)
+    _bootstrap_diffusion(registry, force)
 
 
 def _bootstrap_captioner(registry, ds, force: bool) -> None:
@@ -152,6 +153,29 @@ def _bootstrap_captioner(registry, ds, force: bool) -> None:
     out = omniforge_home() / "build" / f"{STARTER_CAPTION_NAME}-{version}"
     bundle = export_caption_bundle(STARTER_CAPTION_DIR, STARTER_CLIP_DIR, out, name=STARTER_CAPTION_NAME,
                                    version=version, sample_images=ds.images[:4], log=console.print)
+    info = registry.register_bundle(bundle.path, stage="production")
+    console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+
+
+def _bootstrap_diffusion(registry, force: bool) -> None:
+    from omniforge_training.export_diffusion import export_diffusion_bundle
+    from omniforge_training.starter.vision import STARTER_CLIP_DIR, STARTER_DIFFUSION_DIR, STARTER_DIFFUSION_NAME
+
+    if not (STARTER_DIFFUSION_DIR / "manifest.json").exists():
+        console.print("no committed text-to-image starter: skipping it")
+        return
+    version = json.loads((STARTER_DIFFUSION_DIR / "manifest.json").read_text())["version"]
+    existing = [v for v in registry.list_versions(STARTER_DIFFUSION_NAME) if v.version == version]
+    if existing and not force:
+        if existing[0].stage != "production":
+            registry.set_stage(STARTER_DIFFUSION_NAME, version, "production")
+        console.print(f"{STARTER_DIFFUSION_NAME}:{version} already registered ({existing[0].stage} -> production)")
+        return
+    if existing:
+        registry.delete_version(STARTER_DIFFUSION_NAME, version)
+    out = omniforge_home() / "build" / f"{STARTER_DIFFUSION_NAME}-{version}"
+    bundle = export_diffusion_bundle(STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, out, name=STARTER_DIFFUSION_NAME,
+                                     version=version, log=console.print)
     info = registry.register_bundle(bundle.path, stage="production")
     console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
 

@@ -158,13 +158,16 @@ def train_diffusion_cmd(
     data: Path = typer.Option(Path("data/starter-images"), help="image-text dataset folder"),
     clip: Path = typer.Option(..., help="the CLIP (run, starter or bundle folder) whose text tower conditions"),
     out: Path = typer.Option(Path("runs/diffusion"), help="run folder"),
-    image_size: int = typer.Option(32), channels: str = typer.Option("32,64,128", help="U-Net widths per level"),
+    image_size: int = typer.Option(64), patch: int = typer.Option(2, help="pixel blocks folded into channels"),
+    channels: str = typer.Option("32,64,128,128", help="U-Net widths per level"),
     batch_size: int = typer.Option(64), max_steps: int = typer.Option(4000), lr: float = typer.Option(1e-3),
     eval_interval: int = typer.Option(500), seed: int = typer.Option(1337), threads: int = typer.Option(2),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    package: Optional[str] = typer.Option(None, help="write the result as the committed text-to-image starter"),
 ):
-    """Train the text-to-image U-Net; prints the quality summary (samples.png in the run folder)."""
+    """Train the text-to-image U-Net; prints the quality summary (samples.png in the run folder).
+    The defaults are the starter recipe."""
     from omniforge_training.data.ingest import DataError
     from omniforge_training.train_diffusion import DiffusionTrainConfig, train_diffusion
 
@@ -172,11 +175,16 @@ def train_diffusion_cmd(
         widths = tuple(int(c) for c in channels.split(","))
     except ValueError:
         fail(f"--channels {channels!r} is not a comma-separated list of integers, e.g. 32,64,128")
-    cfg = DiffusionTrainConfig(data=str(data), clip=str(clip), out=str(out), image_size=image_size, channels=widths,
+    cfg = DiffusionTrainConfig(data=str(data), clip=str(clip), out=str(out), image_size=image_size, patch=patch, channels=widths,
                                batch_size=batch_size, max_steps=max_steps, lr=lr, eval_interval=eval_interval,
                                seed=seed, threads=threads, resume=resume)
     try:
         summary = train_diffusion(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
         fail(str(e))
+    if package:
+        from omniforge_training.starter.vision import STARTER_DIFFUSION_DIR, package_diffusion_starter
+
+        package_diffusion_starter(out, data, version=package)
+        err.print(f"starter written to {STARTER_DIFFUSION_DIR}")
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)

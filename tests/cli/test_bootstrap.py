@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from omniforge_training.starter import STARTER_TEXT_DIR
-from omniforge_training.starter.vision import STARTER_CAPTION_DIR, STARTER_CLIP_DIR
+from omniforge_training.starter.vision import STARTER_CAPTION_DIR, STARTER_CLIP_DIR, STARTER_DIFFUSION_DIR
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def test_bootstrap_exports_registers_and_is_idempotent(bootstrapped):
     if (STARTER_CLIP_DIR / "manifest.json").exists():
         assert "registered clip-starter" in first.stdout and "indexed" in first.stdout
         assert "registered captioner-starter" in first.stdout or not (STARTER_CAPTION_DIR / "manifest.json").exists()
+        assert "registered diffusion-starter" in first.stdout or not (STARTER_DIFFUSION_DIR / "manifest.json").exists()
     again = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
                            text=True, timeout=120, env=env)
     assert again.returncode == 0 and "already registered" in again.stdout
@@ -184,3 +185,34 @@ def test_the_captioner_starter_names_what_it_sees(bootstrapped):
     share = sum(hits) / len(hits)
     print(f"exact captions on {len(idx)} training images: {share:.2%}")
     assert share > 0.8          # measured: 0.94 (the held-out style: 0.45, in the manifest)
+
+
+@pytest.mark.skipif(not (STARTER_DIFFUSION_DIR / "manifest.json").exists(), reason="no committed text-to-image starter")
+def test_the_served_diffusion_starter_draws_the_concept_asked_for(bootstrapped):
+    """Served path end to end (numpy DDIM + ONNX U-Net, then the served CLIP towers): images drawn
+    from training concepts' held-out phrasings are ranked among all concept names."""
+    import io
+
+    from PIL import Image
+
+    from omniforge_image.engine import DiffusionEngine, GenerateParams
+    from omniforge_shared.encoders import ImageEmbedder, TextEmbedder
+    from omniforge_training.data.image_text import heldout_phrasing, load_image_text
+
+    env, _ = bootstrapped
+    registry, data_root = _registry(env)
+    ds = load_image_text(data_root / "starter-images")
+    engine = DiffusionEngine(registry.bundle("diffusion-starter"), threads=2)
+    clip = registry.bundle("clip-starter")
+    concepts = np.unique(ds.item_concept[ds.train_items()])[::60]
+    drawn = []
+    for c in concepts:
+        [*_, image] = engine.generate(GenerateParams(prompt=heldout_phrasing(ds.concepts[c]), steps=25, seed=int(c)))
+        drawn.append(np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB")))
+    emb = ImageEmbedder(clip, threads=2)(drawn)
+    names = TextEmbedder(clip, threads=2)([c["name"] for c in ds.concepts])
+    top5 = np.argsort(-(emb @ names.T), axis=1)[:, :5]
+    hit = float(np.mean([c in row for c, row in zip(concepts, top5)]))
+    trained = json.loads((STARTER_DIFFUSION_DIR / "manifest.json").read_text())["quality"]["top5_concept_hit"]
+    print(f"served text-to-image top-5 concept hit: {hit:.3f} on {len(concepts)} concepts (training evaluation: {trained:.3f})")
+    assert hit > 20 * 5 / len(ds.concepts) and hit > trained - 0.2

@@ -66,3 +66,28 @@ def test_the_bundle_samples_like_torch_and_reports_quality(tiny_diffusion_bundle
     for key in ("top5_concept_hit", "clip_score", "clip_score_shuffled_prompts", "frechet_distance_own_features"):
         assert key in m
     assert b.has("sample-grid")
+
+
+def test_recipe_params_refuse_a_u_net_that_does_not_fit_the_image():
+    from pydantic import ValidationError
+
+    from omniforge_shared.jobs.specs import DiffusionParams
+
+    assert DiffusionParams().image_size == 64
+    with pytest.raises(ValidationError, match="image_size 16 must divide by patch x 2\\^\\(levels-1\\) = 32"):
+        DiffusionParams(image_size=16, patch=2, channels=[32, 64, 128, 128, 128])
+    with pytest.raises(ValidationError, match="multiples of 16"):
+        DiffusionParams(channels=[24, 48])
+
+
+def test_the_denoiser_folds_patches_and_answers_in_image_shape():
+    from omniforge_training.models.unet import build_unet
+
+    cfg = UNetConfig(image_size=16, patch=2, channels=(16, 32))
+    assert cfg.attention == (False, True)
+    unet = build_unet(cfg)
+    x = torch.randn(3, 3, 16, 16)
+    out = unet(x, torch.tensor([1, 500, 999]), torch.randn(3, 1, 256))
+    assert out.shape == x.shape and unet.unet.config.in_channels == 12
+    with pytest.raises(ValueError, match="one flag per level"):
+        UNetConfig(channels=(16, 32), attention=(True,))

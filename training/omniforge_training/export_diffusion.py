@@ -1,7 +1,8 @@
 """Exports a trained text-to-image U-Net (EMA weights) for the torch-free serving path.
 
   unet.onnx            sample (B, 3, S, S), timestep (B,) int64, encoder_hidden_states (B, 1, D)
-                       -> noise_pred (B, 3, S, S); batch is dynamic, so guidance runs as batch 2B
+                       -> model_output (B, 3, S, S): v or the noise, as the manifest's scheduler
+                       says; batch is dynamic, so guidance runs as batch 2B
   text_encoder.onnx    the CLIP text tower (MiniLM + projection): prompt -> condition (B, D)
   alphas_cumprod.npy   the training schedule, which the numpy DDIM sampler must follow exactly
 
@@ -36,15 +37,6 @@ def load_unet(run_dir: Path):
     return unet.eval(), cfg
 
 
-class _Denoiser(torch.nn.Module):
-    def __init__(self, unet) -> None:
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states).sample
-
-
 def numpy_sample(session, cfg_ddim, context: np.ndarray, noise: np.ndarray, *, steps: int, guidance: float) -> np.ndarray:
     """The serving sampler (numpy DDIM around the ONNX U-Net), also used for the parity check."""
     from omniforge_shared.scheduling_ddim import ddim_step, guided, timesteps
@@ -52,7 +44,7 @@ def numpy_sample(session, cfg_ddim, context: np.ndarray, noise: np.ndarray, *, s
     x = noise.astype(np.float32)
     both = np.concatenate([context, np.zeros_like(context)])[:, None].astype(np.float32)
     for t in timesteps(cfg_ddim, steps):
-        eps = session.run(["noise_pred"], {"sample": np.concatenate([x, x]),
+        eps = session.run(["model_output"], {"sample": np.concatenate([x, x]),
                                            "timestep": np.full(2 * len(x), t, np.int64),
                                            "encoder_hidden_states": both})[0]
         eps_c, eps_u = np.split(eps, 2)
@@ -77,11 +69,11 @@ def export_diffusion_bundle(run_dir: Path, clip_dir: Path, out: Path, *, name: s
     g = torch.Generator().manual_seed(0)
     x, c = torch.randn(2, 3, S, S, generator=g), torch.nn.functional.normalize(torch.randn(2, 1, D, generator=g), dim=-1)
     t = torch.tensor([999, 10])
-    den = _Denoiser(unet).eval()
+    den = unet.eval()
     with torch.no_grad():
         torch.onnx.export(den, (x, t, c), str(out / "unet.onnx"), input_names=["sample", "timestep", "encoder_hidden_states"],
-                          output_names=["noise_pred"], opset_version=18, dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in ("sample", "timestep", "encoder_hidden_states", "noise_pred")})
+                          output_names=["model_output"], opset_version=18, dynamo=False,
+                          dynamic_axes={n: {0: "batch"} for n in ("sample", "timestep", "encoder_hidden_states", "model_output")})
         want = den(x, t, c).numpy()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2

@@ -2,7 +2,7 @@
 
     1. the condition of every caption: the frozen CLIP text tower's unit vector (cached)
     2. each step: noise a batch of training images at random timesteps (cosine schedule), predict
-       the noise; Min-SNR-5 weighting (Hang et al. 2023); the condition dropped 15% of the time
+       v (Salimans & Ho 2022); Min-SNR-5 weighting (Hang et al. 2023); the condition dropped 15% of the time
        so one model is both conditional and unconditional (classifier-free guidance)
     3. EMA weights (decay 0.999) are what gets evaluated, exported and served
     4. checkpoints that resume exactly; at the end: samples in a *new phrasing* of training
@@ -33,8 +33,10 @@ class DiffusionTrainConfig:
     data: str = ""
     clip: str = ""                       # the CLIP whose text tower conditions (config.json + model.safetensors)
     out: str = "runs/diffusion"
-    image_size: int = 32
-    channels: tuple[int, ...] = (32, 64, 128)
+    image_size: int = 64
+    patch: int = 2
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    attention: tuple[bool, ...] = ()     # cross-attention per level; () = the coarsest only
     layers_per_block: int = 1
     batch_size: int = 64
     max_steps: int = 4000
@@ -54,8 +56,8 @@ class DiffusionTrainConfig:
     resume: bool = True
 
     def model_config(self) -> UNetConfig:
-        return UNetConfig(image_size=self.image_size, channels=tuple(self.channels),
-                          layers_per_block=self.layers_per_block)
+        return UNetConfig(image_size=self.image_size, patch=self.patch, channels=tuple(self.channels),
+                          attention=tuple(self.attention), layers_per_block=self.layers_per_block)
 
 
 def prepare_pixels(ds: ImageTextDataset, size: int) -> torch.Tensor:
@@ -89,7 +91,7 @@ def sample_torch(unet, scheduler, cond: torch.Tensor, *, steps: int, guidance: f
     x = torch.randn(len(cond), 3, size, size, generator=generator)
     context = torch.cat([cond, torch.zeros_like(cond)])[:, None]         # (2B, 1, D): conditional, then not
     for t in scheduler.timesteps:
-        eps = unet(torch.cat([x, x]), t, context).sample
+        eps = unet(torch.cat([x, x]), t.expand(2 * len(x)), context)
         eps_c, eps_u = eps.chunk(2)
         x = scheduler.step(eps_u + guidance * (eps_c - eps_u), t, x).prev_sample
     return x.clamp(-1, 1)
@@ -118,6 +120,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     scheduler = make_scheduler(mcfg, "ddpm")
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
+    v_pred = mcfg.scheduler["prediction_type"] == "v_prediction"
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(unet, cfg.ema_decay)
     step, wall_before, history = 0, 0.0, []
@@ -158,13 +161,16 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
         pick = offsets[concept] + (torch.rand(len(idx)) * n_caps[concept]).long()
         c = cond["captions"][pick]
         c = torch.where((torch.rand(len(idx)) < cfg.cond_drop)[:, None], torch.zeros_like(c), c)
-        # 1. noise at random timesteps, 2. predict it, 3. Min-SNR-weighted MSE
+        # 1. noise at random timesteps, 2. predict v (or the noise), 3. Min-SNR-weighted MSE
         noise = torch.randn_like(x0)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),))
         xt = scheduler.add_noise(x0, noise, t)
-        pred = unet(xt, t, c[:, None]).sample
-        weight = torch.clamp(snr[t], max=cfg.min_snr) / snr[t]
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))).mean()
+        pred = unet(xt, t, c[:, None])
+        if v_pred:      # Min-SNR-gamma for v: min(snr, gamma) / (snr + 1); for epsilon: / snr
+            weight, target = torch.clamp(snr[t], max=cfg.min_snr) / (snr[t] + 1), scheduler.get_velocity(x0, noise, t)
+        else:
+            weight, target = torch.clamp(snr[t], max=cfg.min_snr) / snr[t], noise
+        loss = (weight * F.mse_loss(pred, target, reduction="none").mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

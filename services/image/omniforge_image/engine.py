@@ -2,8 +2,8 @@
 
     1. the prompt -> its condition in the shared space (the bundle's text tower)
     2. seeded Gaussian noise (B, 3, S, S)
-    3. per DDIM step: the U-Net on [x; x] with [condition; zeros] (batch 2B), guided noise,
-       one DDIM update; every `preview_every` steps the current clean-image estimate is
+    3. per DDIM step: the U-Net on [x; x] with [condition; zeros] (batch 2B), its guided output
+       (v or the noise), one DDIM update; every `preview_every` steps the current clean-image estimate is
        reported as PNGs
     4. the result mapped to uint8 PNGs, upscaled to the requested size if larger than the model's
 
@@ -125,7 +125,7 @@ class DiffusionEngine:
             if cancelled():
                 return
             # 3. guided noise from one U-Net batch, one DDIM step
-            eps = self.unet.run(["noise_pred"], {"sample": np.concatenate([x, x]),
+            eps = self.unet.run(["model_output"], {"sample": np.concatenate([x, x]),
                                                  "timestep": np.full(2 * p.n, t, np.int64),
                                                  "encoder_hidden_states": context})[0]
             eps_c, eps_u = np.split(eps, 2)

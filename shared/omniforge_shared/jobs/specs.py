@@ -161,8 +161,9 @@ class DiffusionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     clip_model: str = Field("clip-starter", description="registered embedding model, `name` or `name:version`")
-    image_size: Literal[16, 32, 64] = 32
-    channels: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=2, max_length=5)
+    image_size: Literal[16, 32, 64] = 64
+    patch: Literal[1, 2, 4] = 2
+    channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 128], min_length=2, max_length=5)
     layers_per_block: int = Field(1, ge=1, le=4)
     batch_size: int = Field(64, ge=2, le=65536)
     max_steps: int = Field(4000, ge=1, le=10_000_000)
@@ -180,6 +181,10 @@ class DiffusionParams(BaseModel):
     def _groups(self):
         if any(c % 16 for c in self.channels):
             raise ValueError(f"channels {self.channels} must be multiples of 16 (the U-Net's group norm)")
+        div = self.patch * 2 ** (len(self.channels) - 1)
+        if self.image_size % div:
+            raise ValueError(f"image_size {self.image_size} must divide by patch x 2^(levels-1) = {div}: "
+                             "use fewer levels in channels or a smaller patch")
         return self
 
 

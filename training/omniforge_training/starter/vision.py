@@ -9,6 +9,8 @@ STARTER_CLIP_DIR = Path(__file__).parent / "clip"
 STARTER_CLIP_NAME = "clip-starter"
 STARTER_CAPTION_DIR = Path(__file__).parent / "captioner"
 STARTER_CAPTION_NAME = "captioner-starter"
+STARTER_DIFFUSION_DIR = Path(__file__).parent / "diffusion"
+STARTER_DIFFUSION_NAME = "diffusion-starter"
 # the recipe the committed starter was trained with (`omniforge train clip` defaults to it)
 STARTER_CLIP_RECIPE = dict(image_size=64, patch_size=8, n_layer=6, n_head=4, n_embd=128, embed_dim=256,
                            batch_size=256, max_steps=2400, lr=1.5e-3, warmup_steps=150, weight_decay=0.05,
@@ -74,6 +76,41 @@ def package_caption_starter(run_dir: Path, dataset_dir: Path, *, version: str, o
                 "examples": {k: v.get("examples", []) for k, v in summary["quality"].items()},
                 "wall_s": summary["wall_s"], "steps": summary["steps"], "params": summary["params"],
                 "weights_dtype": "float16"}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def package_diffusion_starter(run_dir: Path, dataset_dir: Path, *, version: str,
+                              out: Path = STARTER_DIFFUSION_DIR) -> dict:
+    """The text-to-image U-Net's EMA weights (fp16); its prompt encoder is the CLIP starter's text tower."""
+    import shutil
+
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..data.image_text import load_image_text
+    from ..export_diffusion import load_unet
+
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unet, _ = load_unet(run_dir)
+    save_weights(out / "model.safetensors", unet, dtype=torch.float16)
+    (out / "config.json").write_text((run_dir / "config.json").read_text())
+    where = {"data": "data/starter-images", "clip": "training/omniforge_training/starter/clip",
+             "out": "runs/diffusion-starter"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"].update(where)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if (run_dir / "samples.png").exists():
+        shutil.copy2(run_dir / "samples.png", out / "samples.png")
+    m = load_image_text(dataset_dir).manifest
+    clip_version = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["version"]
+    manifest = {"name": STARTER_DIFFUSION_NAME, "version": version, "recipe": "diffusion",
+                "clip_starter": {"name": STARTER_CLIP_NAME, "version": clip_version},
+                "config": json.loads((run_dir / "config.json").read_text()), "train": summary["config"],
+                "data": {"dataset": m["name"], "content_hash": m["content_hash"]},
+                "quality": summary["quality"], "wall_s": summary["wall_s"], "steps": summary["steps"],
+                "params": summary["params"], "weights_dtype": "float16"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -1,0 +1,148 @@
+"""Speech corpora in the layouts people have become one speech dataset format: resampled mono
+FLAC, transcripts, speakers, splits by sentence, and a data card that lists what was skipped."""
+import csv
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from omniforge_training.data.ingest import DataError
+from omniforge_training.data.speech import build_speech_dataset, detect_speech_format, load_speech
+
+SENTENCES = ["the cat sat on the mat", "a quick brown fox", "it is nine o'clock", "please open the door",
+             "how many apples are there", "turn the lights off"]
+
+
+def clip(i, rate=22_050, seconds=0.5):
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
+
+
+def wav_bytes(x, rate, fmt="WAV"):
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format=fmt)
+    return buf.getvalue()
+
+
+def check(card, out, n, rate=16_000):
+    ds = load_speech(out)
+    assert card["format"] == "speech" and ds.sample_rate == rate and card["counts"]["utterances"] == n
+    assert len(card["content_hash"]) == 64 and sum(card["splits"].values()) == n
+    item = ds.items[0]
+    x = ds.audio(item)
+    assert x.ndim == 1 and abs(len(x) / rate - item["seconds"]) < 0.01
+    return ds
+
+
+def test_librispeech(tmp_path):
+    root = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123"
+    root.mkdir(parents=True)
+    lines = []
+    for i, s in enumerate(SENTENCES[:4]):
+        uid = f"84-121123-{i:04d}"
+        (root / f"{uid}.flac").write_bytes(wav_bytes(clip(i, 16_000), 16_000, "FLAC"))
+        lines.append(f"{uid} {s.upper()}")
+    lines.append("84-121123-0099 THIS ONE HAS NO AUDIO")
+    (root / "84-121123.trans.txt").write_text("\n".join(lines) + "\n")
+    assert detect_speech_format(str(tmp_path / "LibriSpeech")) == "librispeech"
+    card = build_speech_dataset(str(tmp_path / "LibriSpeech"), tmp_path / "out", name="ls", progress=False, log=print)
+    ds = check(card, tmp_path / "out", 4)
+    assert ds.items[0]["speaker"] == "84" and ds.items[0]["text"] == SENTENCES[0].upper()
+    assert card["skipped"] == [{"key": "84-121123-0099", "reason": "audio file missing"}]
+
+
+def test_ljspeech_resamples_and_prefers_the_normalised_text(tmp_path):
+    (tmp_path / "wavs").mkdir()
+    rows = []
+    for i, s in enumerate(SENTENCES[:3]):
+        (tmp_path / "wavs" / f"LJ001-{i:04d}.wav").write_bytes(wav_bytes(clip(i), 22_050))
+        rows.append([f"LJ001-{i:04d}", s.replace("nine", "9"), s])
+    (tmp_path / "wavs" / "LJ001-0002.wav").write_bytes(b"not a wav at all")
+    with open(tmp_path / "metadata.csv", "w", newline="") as f:
+        csv.writer(f, delimiter="|").writerows(rows)
+    card = build_speech_dataset(str(tmp_path), tmp_path / "out", name="lj", progress=False, log=print)
+    ds = check(card, tmp_path / "out", 2)
+    assert ds.items[0]["seconds"] == pytest.approx(0.5, abs=0.01)
+    assert [s["key"] for s in card["skipped"]] == ["LJ001-0002"]
+
+
+def test_commonvoice_tsv(tmp_path):
+    (tmp_path / "clips").mkdir()
+    with open(tmp_path / "validated.tsv", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["client_id", "path", "sentence", "up_votes"])
+        for i, s in enumerate(SENTENCES[:3]):
+            name = f"common_voice_en_{i}.wav"          # real releases hold MP3, read through ffmpeg
+            (tmp_path / "clips" / name).write_bytes(wav_bytes(clip(i, 48_000), 48_000))
+            w.writerow([f"speaker{i % 2}", name, s, 2])
+    card = build_speech_dataset(str(tmp_path), tmp_path / "out", name="cv", progress=False, log=print)
+    ds = check(card, tmp_path / "out", 3)
+    assert {it["speaker"] for it in ds.items} == {"speaker0", "speaker1"}
+
+
+def test_huggingface_saved_to_disk(tmp_path):
+    import pyarrow as pa
+
+    audio = pa.array([{"bytes": wav_bytes(clip(i), 22_050), "path": f"utt{i}.wav"} for i in range(3)],
+                     type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    table = pa.table({"audio": audio, "text": SENTENCES[:3], "speaker_id": ["a", "b", "a"]})
+    with pa.OSFile(str(tmp_path / "data-00000-of-00001.arrow"), "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    (tmp_path / "dataset_info.json").write_text("{}")
+    assert detect_speech_format(str(tmp_path)) == "hf"
+    card = build_speech_dataset(str(tmp_path), tmp_path / "out", name="hf", progress=False, log=print)
+    ds = check(card, tmp_path / "out", 3)
+    assert [it["id"] for it in ds.items] == ["utt0", "utt1", "utt2"]
+
+
+def test_webdataset_shards_and_heldout_speaker(tmp_path):
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for i, s in enumerate(SENTENCES):
+            for ext, data in ((".flac", wav_bytes(clip(i), 22_050, "FLAC")),
+                              (".json", json.dumps({"text": s, "speaker": f"v{i % 3}"}).encode())):
+                info = tarfile.TarInfo(f"{i:06d}{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    card = build_speech_dataset(str(tmp_path), tmp_path / "out", name="wds", heldout_speakers=("v2",),
+                                sample_rate=22_050, progress=False, log=print)
+    ds = check(card, tmp_path / "out", 6, rate=22_050)
+    assert all(it["split"] == "test" for it in ds.items if it["speaker"] == "v2")
+    assert ds.split("train", exclude_speakers=["v2"]) == [it for it in ds.items if it["split"] == "train"]
+
+
+def test_the_same_sentence_lands_in_one_split_in_every_voice():
+    from omniforge_training.data.speech import text_split
+
+    splits = {text_split(s, seed=7) for s in ("Turn the lights off.", "turn the lights off", "TURN THE LIGHTS OFF!")}
+    assert len(splits) == 1
+
+
+def test_unknown_layouts_say_what_is_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="LibriSpeech folder"):
+        detect_speech_format(str(tmp_path))
+    with pytest.raises(DataError, match="not a speech dataset"):
+        load_speech(tmp_path)
+
+
+def test_the_cli_builds_and_registers_a_speech_dataset(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "lj" / "wavs").mkdir(parents=True)
+    for i, s in enumerate(SENTENCES[:2]):
+        (tmp_path / "lj" / "wavs" / f"LJ-{i}.wav").write_bytes(wav_bytes(clip(i), 22_050))
+    (tmp_path / "lj" / "metadata.csv").write_text("".join(f"LJ-{i}|{s}|{s}\n" for i, s in enumerate(SENTENCES[:2])))
+    env = {**os.environ, "OMNIFORGE_HOME": str(tmp_path / "home")}
+    run = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "data", "speech", str(tmp_path / "lj"), "--name",
+                          "lj", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "registered dataset lj:1" in run.stdout and '"utterances": 2' in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "data", "speech", str(tmp_path / "nowhere"),
+                          "--name", "x", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "does not exist" in bad.stderr + bad.stdout
