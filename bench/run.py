@@ -6,7 +6,7 @@
   gateway  added latency of HTTP gateway + gRPC vs the engine in-process, next to a bare FastAPI echo
   served   tokens/s delivered through gateway + text service under wrk load vs the engine alone (served.py)
   ctranslate2  tokens/s of our engine vs CTranslate2's GPT2 generator, fp32 and int8 (ctranslate2_ref.py)
-  vision   image-encoder images/s, ONNX vs torch eager; caption latency (vision.py)
+  vision   image-encoder images/s, ONNX vs torch eager; caption latency; text-to-image s/image (vision.py)
 
 Results are written as JSON under bench/results/.
 """
