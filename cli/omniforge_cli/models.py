@@ -72,22 +72,12 @@ def _bootstrap_text(force: bool) -> None:
 
     registry = open_registry()
     version = json.loads((STARTER_TEXT_DIR / "manifest.json").read_text())["version"]
-    existing = [v for v in registry.list_versions(STARTER_TEXT_NAME) if v.version == version]
-    if existing and not force and _outdated_graph(registry, STARTER_TEXT_NAME, version):
+    registered = any(v.version == version for v in registry.list_versions(STARTER_TEXT_NAME))
+    if registered and not force and _outdated_graph(registry, STARTER_TEXT_NAME, version):
         console.print(f"{STARTER_TEXT_NAME}:{version} was exported with an older graph format: exporting it again")
         force = True
-    if existing and not force:
-        if existing[0].stage != "production":
-            registry.set_stage(STARTER_TEXT_NAME, version, "production")
-        console.print(f"{STARTER_TEXT_NAME}:{version} already registered ({existing[0].stage} -> production)")
-        return
-    out = omniforge_home() / "build" / f"{STARTER_TEXT_NAME}-{version}"
-    bundle = export_bundle(STARTER_TEXT_DIR, out, name=STARTER_TEXT_NAME, version=version, int8=True,
-                           log=console.print)
-    if existing and force:
-        registry.delete_version(STARTER_TEXT_NAME, version)
-    info = registry.register_bundle(bundle.path, stage="production")
-    console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+    _register_starter(registry, STARTER_TEXT_NAME, version, force, lambda out: export_bundle(
+        STARTER_TEXT_DIR, out, name=STARTER_TEXT_NAME, version=version, int8=True, log=console.print))
 
 
 def _bootstrap_vision(force: bool) -> None:
@@ -114,19 +104,8 @@ def _bootstrap_vision(force: bool) -> None:
     ds = load_image_text(data_dir)
     # 2. the CLIP bundle
     version = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["version"]
-    existing = [v for v in registry.list_versions(STARTER_CLIP_NAME) if v.version == version]
-    if existing and force:
-        registry.delete_version(STARTER_CLIP_NAME, version)
-    if not existing or force:
-        out = omniforge_home() / "build" / f"{STARTER_CLIP_NAME}-{version}"
-        bundle = export_clip_bundle(STARTER_CLIP_DIR, out, name=STARTER_CLIP_NAME, version=version,
-                                    sample_images=ds.images[:8], log=console.print)
-        info = registry.register_bundle(bundle.path, stage="production")
-        console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
-    else:
-        if existing[0].stage != "production":
-            registry.set_stage(STARTER_CLIP_NAME, version, "production")
-        console.print(f"{STARTER_CLIP_NAME}:{version} already registered ({existing[0].stage} -> production)")
+    _register_starter(registry, STARTER_CLIP_NAME, version, force, lambda out: export_clip_bundle(
+        STARTER_CLIP_DIR, out, name=STARTER_CLIP_NAME, version=version, sample_images=ds.images[:8], log=console.print))
     # 3. the starter collection, indexed with that model
     index_starter(registry.bundle(STARTER_CLIP_NAME, version), ds, force=force)
     # 4. the captioner, on that CLIP's image tower; 5. text-to-image, on its text tower
@@ -142,19 +121,9 @@ def _bootstrap_captioner(registry, ds, force: bool) -> None:
         console.print("no committed captioner starter: skipping it")
         return
     version = json.loads((STARTER_CAPTION_DIR / "manifest.json").read_text())["version"]
-    existing = [v for v in registry.list_versions(STARTER_CAPTION_NAME) if v.version == version]
-    if existing and not force:
-        if existing[0].stage != "production":
-            registry.set_stage(STARTER_CAPTION_NAME, version, "production")
-        console.print(f"{STARTER_CAPTION_NAME}:{version} already registered ({existing[0].stage} -> production)")
-        return
-    if existing:
-        registry.delete_version(STARTER_CAPTION_NAME, version)
-    out = omniforge_home() / "build" / f"{STARTER_CAPTION_NAME}-{version}"
-    bundle = export_caption_bundle(STARTER_CAPTION_DIR, STARTER_CLIP_DIR, out, name=STARTER_CAPTION_NAME,
-                                   version=version, sample_images=ds.images[:4], log=console.print)
-    info = registry.register_bundle(bundle.path, stage="production")
-    console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
+    _register_starter(registry, STARTER_CAPTION_NAME, version, force, lambda out: export_caption_bundle(
+        STARTER_CAPTION_DIR, STARTER_CLIP_DIR, out, name=STARTER_CAPTION_NAME, version=version,
+        sample_images=ds.images[:4], log=console.print))
 
 
 def _bootstrap_diffusion(registry, force: bool) -> None:
@@ -165,17 +134,23 @@ def _bootstrap_diffusion(registry, force: bool) -> None:
         console.print("no committed text-to-image starter: skipping it")
         return
     version = json.loads((STARTER_DIFFUSION_DIR / "manifest.json").read_text())["version"]
-    existing = [v for v in registry.list_versions(STARTER_DIFFUSION_NAME) if v.version == version]
+    _register_starter(registry, STARTER_DIFFUSION_NAME, version, force, lambda out: export_diffusion_bundle(
+        STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, out, name=STARTER_DIFFUSION_NAME, version=version,
+        log=console.print))
+
+
+def _register_starter(registry, name: str, version: str, force: bool, export) -> None:
+    """Registers a committed starter in production: exported once (`export(out_dir) -> Bundle`),
+    promoted if it was registered before, exported again with `force`."""
+    existing = [v for v in registry.list_versions(name) if v.version == version]
     if existing and not force:
         if existing[0].stage != "production":
-            registry.set_stage(STARTER_DIFFUSION_NAME, version, "production")
-        console.print(f"{STARTER_DIFFUSION_NAME}:{version} already registered ({existing[0].stage} -> production)")
+            registry.set_stage(name, version, "production")
+        console.print(f"{name}:{version} already registered ({existing[0].stage} -> production)")
         return
-    if existing:
-        registry.delete_version(STARTER_DIFFUSION_NAME, version)
-    out = omniforge_home() / "build" / f"{STARTER_DIFFUSION_NAME}-{version}"
-    bundle = export_diffusion_bundle(STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, out, name=STARTER_DIFFUSION_NAME,
-                                     version=version, log=console.print)
+    bundle = export(omniforge_home() / "build" / f"{name}-{version}")
+    if existing:                        # only now: a failed export keeps the registered version
+        registry.delete_version(name, version)
     info = registry.register_bundle(bundle.path, stage="production")
     console.print(f"[green]registered[/green] {info.name}:{info.version} ({info.stage})")
 
