@@ -165,8 +165,6 @@ READERS = {"librispeech": read_librispeech, "ljspeech": read_ljspeech, "commonvo
 
 # ---- writing and loading ----------------------------------------------------------------------
 
-FILES = ("items.jsonl",)
-
 
 def content_hash(path: Path, items: list[dict]) -> str:
     h = hashlib.sha256(sha256_file(Path(path) / "items.jsonl").encode())
