@@ -19,6 +19,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _exported(kind: str, *starters: Path, export) -> Path:
+    """A starter's bundle exported once into the temp folder, under a name keyed by the weights it
+    was made from (a retrained starter is exported again, not benchmarked stale)."""
+    from omniforge_shared.bundle import sha256_file
+
+    key = "-".join(sha256_file(d / "model.safetensors")[:12] for d in starters)
+    out = Path(tempfile.gettempdir()) / f"omniforge-bench-{kind}-{key}"
+    if not (out / "manifest.json").exists():
+        export(out)
+    return out
+
+
 def _starter_bundles() -> tuple[Path, Path | None, np.ndarray]:
     from omniforge_training.data.image_text import load_image_text
     from omniforge_training.data.starter_images import build_starter_images
@@ -31,16 +43,13 @@ def _starter_bundles() -> tuple[Path, Path | None, np.ndarray]:
     if not (data / "dataset.json").exists():
         build_starter_images(data, progress=False, log=lambda m: None)
     images = np.asarray(load_image_text(data).images[:512])
-    clip = tmp / "omniforge-bench-clip"
-    if not (clip / "manifest.json").exists():
-        export_clip_bundle(STARTER_CLIP_DIR, clip, name="clip-starter", version="bench", sample_images=images[:8],
-                           log=lambda m: None)
+    clip = _exported("clip", STARTER_CLIP_DIR, export=lambda out: export_clip_bundle(
+        STARTER_CLIP_DIR, out, name="clip-starter", version="bench", sample_images=images[:8], log=lambda m: None))
     caption = None
     if (STARTER_CAPTION_DIR / "manifest.json").exists():
-        caption = tmp / "omniforge-bench-caption"
-        if not (caption / "manifest.json").exists():
-            export_caption_bundle(STARTER_CAPTION_DIR, STARTER_CLIP_DIR, caption, name="captioner-starter",
-                                  version="bench", sample_images=images[:4], log=lambda m: None)
+        caption = _exported("caption", STARTER_CAPTION_DIR, STARTER_CLIP_DIR, export=lambda out: export_caption_bundle(
+            STARTER_CAPTION_DIR, STARTER_CLIP_DIR, out, name="captioner-starter", version="bench",
+            sample_images=images[:4], log=lambda m: None))
     return clip, caption, images
 
 
@@ -101,10 +110,8 @@ def _text_to_image(threads: int, rounds: int, prompt: str = "a red apple") -> di
     from omniforge_training.starter.vision import STARTER_CLIP_DIR, STARTER_DIFFUSION_DIR
     from omniforge_training.train_diffusion import sample_torch
 
-    bundle_dir = Path(tempfile.gettempdir()) / "omniforge-bench-diffusion"
-    if not (bundle_dir / "manifest.json").exists():
-        export_diffusion_bundle(STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, bundle_dir, name="diffusion-starter",
-                                version="bench", log=lambda m: None)
+    bundle_dir = _exported("diffusion", STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, export=lambda out: export_diffusion_bundle(
+        STARTER_DIFFUSION_DIR, STARTER_CLIP_DIR, out, name="diffusion-starter", version="bench", log=lambda m: None))
     engine = DiffusionEngine(load_bundle(bundle_dir), threads=threads)
     unet, cfg = load_unet(STARTER_DIFFUSION_DIR)
     ddim = make_scheduler(cfg, "ddim")

@@ -143,9 +143,11 @@ def prepare_audio(data: bytes, rate: int = 16_000, *, limits: AudioLimits = Audi
     """Bytes -> mono float32 at `rate`, loudness normalised: what the speech models take."""
     samples, sr = decode_audio(data, limits)
     x = resample(to_mono(samples), sr, rate)
+    if normalise:
+        return normalise_loudness(x, rate)          # refuses silence itself
     if np.abs(x).max() < SILENCE_PEAK:
         raise AudioError("the audio is silent; send audio with speech in it")
-    return normalise_loudness(x, rate) if normalise else x
+    return x
 
 
 # ---- log-mel features ----------------------------------------------------------------------------
