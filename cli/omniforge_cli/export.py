@@ -110,6 +110,48 @@ def export_diffusion_cmd(run_dir: Path = typer.Argument(..., help="a `train diff
         _register(bundle, promote)
 
 
+@app.command("asr")
+def export_asr_cmd(run_dir: Path = typer.Argument(..., help="a `train asr` run folder"),
+                   name: str = typer.Option(..., help="model name in the registry"),
+                   data: Optional[Path] = typer.Option(Path("data/starter-speech"),
+                                                       help="its speech dataset: the LM leaves out its val/test sentences"),
+                   lm: bool = typer.Option(True, "--lm/--no-lm", help="build the word trigram for beam search"),
+                   version: Optional[str] = typer.Option(None), register: bool = typer.Option(True),
+                   promote: bool = typer.Option(False, help="put it in production")):
+    """Export a recognizer run: the conformer-CTC graph (parity-checked), its LM and lexicon."""
+    from omniforge_training.export_asr import export_asr_bundle
+    from omniforge_training.starter.speech import heldout_transcripts
+
+    version = version or (open_registry().next_version(name) if register else "1")
+    try:
+        held = set(heldout_transcripts(data)) if data and (Path(data) / "dataset.json").exists() else set()
+        bundle = export_asr_bundle(run_dir, omniforge_home() / "build" / f"{name}-{version}", name=name,
+                                   version=version, heldout=held, with_lm=lm, log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        fail(str(e))
+    if register:
+        _register(bundle, promote)
+
+
+@app.command("tts")
+def export_tts_cmd(run_dir: Path = typer.Argument(..., help="a `train tts` run folder"),
+                   vocoder: Path = typer.Option(..., help="a `train vocoder` run folder"),
+                   name: str = typer.Option(..., help="model name in the registry"),
+                   version: Optional[str] = typer.Option(None), register: bool = typer.Option(True),
+                   promote: bool = typer.Option(False, help="put it in production")):
+    """Export a voice: acoustic encoder and decoder, vocoder (each parity-checked), its voices."""
+    from omniforge_training.export_tts import export_tts_bundle
+
+    version = version or (open_registry().next_version(name) if register else "1")
+    try:
+        bundle = export_tts_bundle(run_dir, vocoder, omniforge_home() / "build" / f"{name}-{version}", name=name,
+                                   version=version, log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        fail(str(e))
+    if register:
+        _register(bundle, promote)
+
+
 @app.command("triton")
 def export_triton_cmd(model: str = typer.Argument(..., help="registered model name, or a bundle folder"),
                       repo: Path = typer.Option(Path("triton-models"), help="Triton model repository"),

@@ -7,7 +7,7 @@ import typer
 
 from omniforge_shared.settings import ConfigError
 
-from . import data, export, jobs, models, stack, train
+from . import data, evaluate, export, jobs, models, stack, train
 from .context import err
 
 app = typer.Typer(help="omniforge: build, train and serve your own multimodal models.", no_args_is_help=True)
@@ -18,6 +18,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(export.app, name="export")
+app.add_typer(evaluate.app, name="eval")
 
 
 def main() -> None:

@@ -58,12 +58,39 @@ def models_promote(name: str, version: str,
 
 def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered"),
               vision: bool = typer.Option(True, "--vision/--no-vision", help="also the vision starters and the "
-                                          "starter search collection")):
+                                          "starter search collection"),
+              audio: bool = typer.Option(True, "--audio/--no-audio", help="also the speech starters (recognizer, voice)")):
     """Export and register the committed starter models, put them in production, and index the
     starter image set for search."""
     _bootstrap_text(force)
     if vision:
         _bootstrap_vision(force)
+    if audio:
+        _bootstrap_audio(force)
+
+
+def _bootstrap_audio(force: bool) -> None:
+    """The recognizer (its word LM built here from the starter text corpus) and the voice."""
+    from omniforge_training.export_asr import export_asr_bundle
+    from omniforge_training.export_tts import export_tts_bundle
+    from omniforge_training.starter.speech import (HELDOUT_FILE, STARTER_ASR_DIR, STARTER_ASR_NAME, STARTER_TTS_DIR,
+                                                   STARTER_TTS_NAME)
+
+    registry = open_registry()
+    if (STARTER_ASR_DIR / "manifest.json").exists():
+        version = json.loads((STARTER_ASR_DIR / "manifest.json").read_text())["version"]
+        heldout = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text(encoding="utf-8").split("\n"))
+        _register_starter(registry, STARTER_ASR_NAME, version, force, lambda out: export_asr_bundle(
+            STARTER_ASR_DIR, out, name=STARTER_ASR_NAME, version=version, heldout=heldout, log=console.print))
+    else:
+        console.print("no committed speech-recognition starter: skipping it")
+    if (STARTER_TTS_DIR / "manifest.json").exists():
+        m = json.loads((STARTER_TTS_DIR / "manifest.json").read_text())
+        _register_starter(registry, STARTER_TTS_NAME, m["version"], force, lambda out: export_tts_bundle(
+            STARTER_TTS_DIR / "acoustic", STARTER_TTS_DIR / "vocoder", out, name=STARTER_TTS_NAME, version=m["version"],
+            voices=m["voices"], log=console.print))
+    else:
+        console.print("no committed text-to-speech starter: skipping it")
 
 
 def _bootstrap_text(force: bool) -> None:

@@ -17,7 +17,7 @@ from omniforge_shared.settings import omniforge_home
 
 # name -> python module run as `python -m module`
 COMPONENTS = {"text": "omniforge_text.server", "fusion": "omniforge_fusion.server",
-              "image": "omniforge_image.server", "gateway": "omniforge_gateway.app",
+              "image": "omniforge_image.server", "audio": "omniforge_audio.server", "gateway": "omniforge_gateway.app",
               "worker": "omniforge_training.jobs.worker"}
 
 

@@ -188,3 +188,103 @@ def train_diffusion_cmd(
         package_diffusion_starter(out, data, version=package)
         err.print(f"starter written to {STARTER_DIFFUSION_DIR}")
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("asr")
+def train_asr_cmd(
+    data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset folder"),
+    out: Path = typer.Option(Path("runs/asr"), help="run folder"),
+    d_model: int = typer.Option(144), n_layers: int = typer.Option(8), n_heads: int = typer.Option(4),
+    batch_seconds: float = typer.Option(120.0, help="padded audio seconds per batch"),
+    max_steps: int = typer.Option(3000), lr: float = typer.Option(2e-3),
+    augment: bool = typer.Option(True, "--augment/--no-augment"),
+    eval_interval: int = typer.Option(250), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the conformer-CTC recognizer; prints WER/CER on the test split (held-out voice apart)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_asr import ASRTrainConfig, train_asr
+
+    cfg = ASRTrainConfig(data=str(data), out=str(out), d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                         batch_seconds=batch_seconds, max_steps=max_steps, lr=lr, augment=augment,
+                         eval_interval=eval_interval, seed=seed, threads=threads, resume=resume)
+    try:
+        summary = train_asr(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("tts")
+def train_tts_cmd(
+    data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset folder with teacher durations"),
+    out: Path = typer.Option(Path("runs/tts"), help="run folder"),
+    voices: str = typer.Option("joe", help="comma-separated voices (speakers) to learn"),
+    d_model: int = typer.Option(192), enc_layers: int = typer.Option(4), dec_layers: int = typer.Option(4),
+    batch_frames: int = typer.Option(6000, help="mel frames per batch"),
+    max_steps: int = typer.Option(4000), lr: float = typer.Option(1e-3),
+    eval_interval: int = typer.Option(250), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the FastSpeech-style acoustic model (text -> mel) on voices with durations."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_tts import TTSTrainConfig, train_tts
+
+    cfg = TTSTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
+                         d_model=d_model, enc_layers=enc_layers, dec_layers=dec_layers, batch_frames=batch_frames,
+                         max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
+                         resume=resume)
+    try:
+        summary = train_tts(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("vocoder")
+def train_vocoder_cmd(
+    data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset folder (22,050 Hz)"),
+    out: Path = typer.Option(Path("runs/vocoder"), help="run folder"),
+    voices: str = typer.Option("", help="comma-separated voices (empty: every training voice)"),
+    dim: int = typer.Option(256), layers: int = typer.Option(8),
+    batch_size: int = typer.Option(16), segment_frames: int = typer.Option(48),
+    max_steps: int = typer.Option(6000), lr: float = typer.Option(1e-3),
+    eval_interval: int = typer.Option(500), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the Fourier-head vocoder (mel -> waveform)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_vocoder import VocoderTrainConfig, train_vocoder
+
+    cfg = VocoderTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
+                             dim=dim, layers=layers, batch_size=batch_size, segment_frames=segment_frames,
+                             max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
+                             resume=resume)
+    try:
+        summary = train_vocoder(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("package-speech")
+def package_speech_cmd(version: str = typer.Option(..., help="starter version to write"),
+                       asr: Path = typer.Option(Path("runs/asr")), tts: Path = typer.Option(Path("runs/tts")),
+                       vocoder: Path = typer.Option(Path("runs/vocoder")),
+                       data: Path = typer.Option(Path("data/starter-speech"), help="the dataset they were trained on"),
+                       asr_eval: Optional[Path] = typer.Option(None, help="`omniforge eval speech --out` JSON of the recognizer"),
+                       tts_eval: Optional[Path] = typer.Option(None, help="`omniforge eval speech --tts --out` JSON of the voice")):
+    """Write trained speech runs as the committed starters (fp16 safetensors + manifests)."""
+    from omniforge_training.starter.speech import (STARTER_ASR_DIR, STARTER_TTS_DIR, package_asr_starter,
+                                                   package_tts_starter)
+
+    if (asr / "model.safetensors").exists():
+        package_asr_starter(asr, data, version=version, evaluation=json.loads(asr_eval.read_text()) if asr_eval else None)
+        err.print(f"recognizer starter written to {STARTER_ASR_DIR}")
+    if (tts / "model.safetensors").exists() and (vocoder / "model.safetensors").exists():
+        package_tts_starter(tts, vocoder, data, version=version,
+                            evaluation=json.loads(tts_eval.read_text()) if tts_eval else None)
+        err.print(f"voice starter written to {STARTER_TTS_DIR}")

@@ -15,7 +15,7 @@ from omniforge_shared.settings import load_settings
 from . import errors
 from .clients import CLIENTS
 from .metrics import GatewayMetrics, RequestMiddleware
-from .routes import caption, datasets, generate, health, images, models, search, training
+from .routes import audio, caption, datasets, generate, health, images, models, search, training
 from .settings import GatewaySettings
 
 logger = logging.getLogger("omniforge.gateway")
@@ -55,12 +55,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             app.state.registry.close()
 
     app = FastAPI(title="omniforge", version="0.1.0", lifespan=lifespan,
-                  description="Generate text, embed text and images into one space, and search, with your own models.")
+                  description="Generate text, images and speech, transcribe speech, embed text and images into one space, and search, with your own models.")
     app.state.settings = settings
     app.state.metrics = metrics
     errors.install(app)
-    for router in (generate.router, caption.router, images.router, search.router, models.router, health.router, training.router,
-                   datasets.router):
+    for router in (generate.router, caption.router, images.router, search.router, audio.router, models.router,
+                   health.router, training.router, datasets.router):
         app.include_router(router)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app

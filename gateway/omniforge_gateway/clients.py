@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from omniforge_proto.v1 import common_pb2, fusion_pb2_grpc, image_pb2_grpc, text_pb2_grpc
+from omniforge_proto.v1 import audio_pb2_grpc, common_pb2, fusion_pb2_grpc, image_pb2_grpc, text_pb2_grpc
 from omniforge_shared.logs import request_id
 from omniforge_shared.serving import REQUEST_ID_KEY
 
@@ -88,6 +88,10 @@ class ImageClient(ServiceClient):
 class AudioClient(ServiceClient):
     service_name = "omniforge.v1.AudioService"
     label = "audio"
+
+    def __init__(self, address: str, **kwargs) -> None:
+        super().__init__(address, **kwargs)
+        self.stub = audio_pb2_grpc.AudioServiceStub(self.channel)
 
 
 class FusionClient(ServiceClient):

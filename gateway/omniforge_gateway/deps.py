@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .clients import FusionClient, ImageClient, TextClient, not_configured
+from .clients import AudioClient, FusionClient, ImageClient, TextClient, not_configured
 from .metrics import GatewayMetrics
 from .settings import GatewaySettings
 
@@ -36,3 +36,4 @@ TextDep = Annotated[TextClient, Depends(service("text"))]
 MetricsDep = Annotated[GatewayMetrics, Depends(_metrics)]
 FusionDep = Annotated[FusionClient, Depends(service("fusion"))]
 ImageDep = Annotated[ImageClient, Depends(service("image"))]
+AudioDep = Annotated[AudioClient, Depends(service("audio"))]

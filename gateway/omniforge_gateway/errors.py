@@ -40,6 +40,12 @@ class ApiError(Exception):
 def from_grpc(err: grpc.aio.AioRpcError, *, service: str, retry_after_s: int) -> ApiError:
     status, code = GRPC_TO_HTTP.get(err.code(), (502, "upstream_error"))
     message = err.details() or err.code().name
+    # a service may name the HTTP status that fits better (413 too long, 415 unsupported media, 422 out of range)
+    wanted = dict(err.trailing_metadata() or ()).get("http-status", "")
+    if wanted.isdigit() and 400 <= int(wanted) < 500:
+        status = int(wanted)
+        code = {413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+                404: "not_found"}.get(status, "invalid_request")
     headers = {}
     if status == 503:
         message = f"the {service} service is unavailable ({message}); retry shortly"

@@ -248,3 +248,70 @@ class ImageGenerationResponse(BaseModel):
     data: list[ImageData]
     model: str
     model_version: str
+
+
+class TranscribeRequest(RequestModel):
+    """POST /transcribe: a multipart `file` with these as form fields, or JSON with `audio` in base64."""
+    audio: StrictStr | None = Field(None, description="base64 audio (or send a multipart `file`)")
+    model: StrictStr | None = None
+    language: StrictStr | None = Field(None, max_length=16, description='"en" (the starter model knows English)')
+    timestamps: StrictBool = Field(True, description="word start and end times")
+    greedy: StrictBool = Field(False, description="skip the language model: faster, usually less accurate")
+
+
+class WordOut(BaseModel):
+    start: float
+    end: float
+    word: str
+
+
+class SegmentOut(BaseModel):
+    start: float
+    end: float
+    text: str
+
+
+class TranscribeResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    text: str
+    segments: list[SegmentOut]
+    words: list[WordOut]
+    duration: float
+    language: str
+    model: str
+    model_version: str
+
+
+class SpeechRequest(RequestModel):
+    """POST /speech (OpenAI's audio.speech fields where they exist: `input` is accepted for `text`)."""
+    text: StrictStr = Field(description="what to say; long text is split by sentence (at most 20,000 characters)")
+    voice: StrictStr | None = Field(None, max_length=64, description="a voice id from GET /voices")
+    speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False, description="0.5-2.0")
+    format: Literal["wav", "flac", "pcm", "mp3"] = Field("wav", description="pcm: 16-bit little-endian mono")
+    stream: StrictBool = Field(False, description="send the audio as it is made (wav or pcm)")
+    model: StrictStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_names(cls, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            if "input" in data and "text" not in data:
+                data["text"] = data.pop("input")
+            if "response_format" in data and "format" not in data:
+                data["format"] = data.pop("response_format")
+        return data
+
+
+class VoiceOut(BaseModel):
+    id: str
+    name: str
+    language: str
+    gender: str
+    sample_rate: int
+    model: str
+
+
+class VoicesResponse(BaseModel):
+    voices: list[VoiceOut]

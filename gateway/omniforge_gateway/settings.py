@@ -15,7 +15,7 @@ class GatewaySettings(BaseSettings):
     # routes answer 503 naming the variable to set
     text_address: str | None = "127.0.0.1:50051"
     image_address: str | None = "127.0.0.1:50052"
-    audio_address: str | None = None
+    audio_address: str | None = "127.0.0.1:50054"
     fusion_address: str | None = "127.0.0.1:50053"
     request_timeout_s: float = Field(300.0, gt=0)      # gRPC deadline for one generation
     health_timeout_s: float = Field(1.0, gt=0)
@@ -26,6 +26,8 @@ class GatewaySettings(BaseSettings):
     max_upload_mb: float = Field(256.0, gt=0)
     # an image in a request (multipart file or base64): larger ones get a 413 before any decoding
     max_image_mb: float = Field(20.0, gt=0, le=64)
+    # an audio file in a request (/transcribe, /embed): larger ones get a 413 before any decoding
+    max_audio_mb: float = Field(25.0, gt=0, le=64)
 
     @field_validator("text_address", "image_address", "audio_address", "fusion_address")
     @classmethod

@@ -25,9 +25,9 @@ def limit_bytes(request: Request) -> int:
     return int(request.app.state.settings.max_image_mb * 2**20)
 
 
-def too_large(size: int, limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the image is over {limit / 2**20:.0f} MB ({size:,} bytes or more); "
-                    f"send a smaller image ({ACCEPTED})")
+def too_large(size: int, limit: int, what: str = "image", accepted: str = ACCEPTED) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the {what} is over {limit / 2**20:.0f} MB ({size:,} bytes or more); "
+                    f"send a smaller {what} ({accepted})")
 
 
 def decode_base64(value: str, *, field: str, limit: int) -> bytes:
@@ -49,27 +49,32 @@ def decode_base64(value: str, *, field: str, limit: int) -> bytes:
     return data
 
 
-async def read_upload(file, *, limit: int) -> bytes:
+async def read_upload(file, *, limit: int, what: str = "image", accepted: str = ACCEPTED) -> bytes:
     data = bytearray()
     while chunk := await file.read(CHUNK):
         data += chunk
         if len(data) > limit:
-            raise too_large(len(data), limit)
+            raise too_large(len(data), limit, what, accepted)
     if not data:
-        raise ApiError(400, "invalid_request", f"the uploaded file is empty (0 bytes); send an image ({ACCEPTED})")
+        raise ApiError(400, "invalid_request", f"the uploaded file is empty (0 bytes); send {_a(what)} ({accepted})")
     return bytes(data)
 
 
-async def parse_body(request: Request, schema: type[BaseModel]) -> tuple[BaseModel, bytes | None]:
+def _a(what: str) -> str:
+    return ("an " if what[0] in "aeiou" else "a ") + what
+
+
+async def parse_body(request: Request, schema: type[BaseModel], *, limit: int | None = None, what: str = "image",
+                     accepted: str = ACCEPTED) -> tuple[BaseModel, bytes | None]:
     """JSON body -> (schema, None); multipart -> (schema of its other fields, the file's bytes)."""
     content_type = request.headers.get("content-type", "")
-    limit = limit_bytes(request)
+    limit = limit or limit_bytes(request)
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=32)
         try:
             upload = form.get("file")
             fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-            image = await read_upload(upload, limit=limit) if upload is not None and not isinstance(upload, str) else None
+            image = await read_upload(upload, limit=limit, what=what, accepted=accepted) if upload is not None and not isinstance(upload, str) else None
         finally:
             await form.close()
         try:
@@ -78,7 +83,7 @@ async def parse_body(request: Request, schema: type[BaseModel]) -> tuple[BaseMod
             raise ApiError(422, "invalid_request", _describe(e.errors())) from None
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit * 4 // 3 + 65536:
-        raise too_large(declared, limit)
+        raise too_large(declared, limit, what, accepted)
     body = await request.body()
     if not body:
         raise ApiError(400, "invalid_request", "the request has no body; send JSON (application/json) or a "

@@ -125,6 +125,11 @@ def _date_us(m: re.Match) -> str:
     return f"{_MONTHS[mo - 1]} {ordinal(d)} {year(y)}"
 
 
+def _month_day(m: re.Match) -> str:
+    d = int(m.group("d"))
+    return f"{m.group('month')} {ordinal(d)}" if 1 <= d <= 31 else m.group(0)
+
+
 _RULES: list[tuple[re.Pattern, object]] = [
     (re.compile(r"\b(?P<y>\d{4})-(?P<mo>\d{1,2})-(?P<d>\d{1,2})\b"), _date_iso),
     (re.compile(r"\b(?P<mo>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})\b"), _date_us),
@@ -132,7 +137,8 @@ _RULES: list[tuple[re.Pattern, object]] = [
     (re.compile(r"(?P<cur>[$€£¥])\s?(?P<whole>\d[\d,]*)(?:\.(?P<cents>\d{1,2}))?(?:\s?(?P<scale>million|billion|thousand))?\b",
                 re.I), _money),
     (re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.I), lambda m: ordinal(int(m.group(1)))),
-    (re.compile(r"(?<![\d.])(1[1-9]\d\d|20\d\d)(?![\d.,%])(?!\s*(?:%|percent))"), lambda m: year(int(m.group(1)))),
+    (re.compile(rf"\b(?P<month>{'|'.join(_MONTHS)})\s+(?P<d>\d{{1,2}})\b(?!:)", re.I), _month_day),
+    (re.compile(r"(?<![\d.])(1[1-9]\d\d|20\d\d)(?!\d|[.,]\d|%|\s*percent)"), lambda m: year(int(m.group(1)))),
     (re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?"), lambda m: number(m.group(0))),
 ]
 
@@ -140,11 +146,11 @@ _RULES: list[tuple[re.Pattern, object]] = [
 def normalise(text: str) -> str:
     """Written English -> what is said, lower case, punctuation kept."""
     s = text.replace("\u2019", "'").replace("\u2014", ", ").replace("\u2013", " to ")
-    for pattern, repl in _RULES[:5]:
+    for pattern, repl in _RULES[:6]:
         s = pattern.sub(repl, s)
     for abbr, full in _ABBREVIATIONS.items():
         s = re.sub(rf"(?<![\w.]){re.escape(abbr)}(?!\w)", full, s, flags=re.I)
-    for pattern, repl in _RULES[5:]:
+    for pattern, repl in _RULES[6:]:
         s = pattern.sub(repl, s)
     for sym, word in _SYMBOLS.items():
         s = s.replace(sym, word)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from omniforge_training.starter import STARTER_TEXT_DIR
+from omniforge_training.starter.speech import STARTER_ASR_DIR, STARTER_TTS_DIR
 from omniforge_training.starter.vision import STARTER_CAPTION_DIR, STARTER_CLIP_DIR, STARTER_DIFFUSION_DIR
 
 
@@ -28,6 +29,10 @@ def test_bootstrap_exports_registers_and_is_idempotent(bootstrapped):
         assert "registered clip-starter" in first.stdout and "indexed" in first.stdout
         assert "registered captioner-starter" in first.stdout or not (STARTER_CAPTION_DIR / "manifest.json").exists()
         assert "registered diffusion-starter" in first.stdout or not (STARTER_DIFFUSION_DIR / "manifest.json").exists()
+    if (STARTER_ASR_DIR / "manifest.json").exists():
+        assert "registered asr-starter" in first.stdout and "lm:" in first.stdout
+    if (STARTER_TTS_DIR / "manifest.json").exists():
+        assert "registered tts-starter" in first.stdout
     again = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
                            text=True, timeout=120, env=env)
     assert again.returncode == 0 and "already registered" in again.stdout

@@ -46,7 +46,7 @@ def test_up_detach_status_down(home):
     ports = {"OMNIFORGE_GATEWAY_PORT": str(free_port()), "OMNIFORGE_TEXT_PORT": str(free_port()),
              "OMNIFORGE_TEXT_THREADS": "1", "OMNIFORGE_FUSION_PORT": str(free_port()),
              "OMNIFORGE_IMAGE_PORT": str(free_port()), "OMNIFORGE_IMAGE_METRICS_PORT": str(free_port()),
-             "OMNIFORGE_FUSION_METRICS_PORT": str(free_port()), "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": ""}
+             "OMNIFORGE_FUSION_METRICS_PORT": str(free_port()), "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "", "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": ""}
     ports["OMNIFORGE_GATEWAY_TEXT_ADDRESS"] = f"127.0.0.1:{ports['OMNIFORGE_TEXT_PORT']}"
     env = {**home, **ports}
     up = omniforge("up", "--detach", env=env)

@@ -41,7 +41,7 @@ def test_job_bodies_are_checked_too(http):
 def test_a_route_whose_service_is_not_configured_answers_503_naming_the_variable(tmp_path):
     port = free_port()
     gateway = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": "",
-                                             "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "",
+                                             "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "", "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": "",
                                              "OMNIFORGE_HOME": str(tmp_path)}, tmp_path / "gw.log").start()
     try:
         url = f"http://127.0.0.1:{port}"

@@ -17,7 +17,7 @@ def pair(tiny_bundle, tmp_path):
     text = Proc("omniforge_text.server", env, tmp_path / "text.log").start()
     gw_port = free_port()
     gateway = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(gw_port),
-                                             "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{port}", "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "",
+                                             "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{port}", "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "", "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": "",
                                              "OMNIFORGE_GATEWAY_RETRY_AFTER_S": "3"}, tmp_path / "gw.log").start()
     url = f"http://127.0.0.1:{gw_port}"
     wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, what="gateway ready")
@@ -60,7 +60,7 @@ def test_a_client_that_disconnects_cancels_its_generation(tiny_bundle, tmp_path)
     gw_port = free_port()
     gateway = Proc("omniforge_gateway.app", {"OMNIFORGE_GATEWAY_PORT": str(gw_port),
                                              "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{port}",
-                                             "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": ""},
+                                             "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "", "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": ""},
                    tmp_path / "gw.log").start()
     try:
         url = f"http://127.0.0.1:{gw_port}"

@@ -23,7 +23,7 @@ def stack(tmp_path_factory):
     port, worker_metrics = free_port(), free_port()
     gateway = Proc("omniforge_gateway.app", {**env, "OMNIFORGE_GATEWAY_PORT": str(port),
                                              "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{free_port()}",
-                                             "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "",
+                                             "OMNIFORGE_GATEWAY_FUSION_ADDRESS": "", "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": "", "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": "",
                                              "OMNIFORGE_GATEWAY_MAX_UPLOAD_MB": "1"},
                    home / "gw.log").start()
     worker = Proc("omniforge_training.jobs.worker", {**env, "OMNIFORGE_WORKER_METRICS_PORT": str(worker_metrics)},

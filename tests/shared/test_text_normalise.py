@@ -27,6 +27,8 @@ def test_years(n, words):
     ("Dr. Smith paid $3.50 at 9:05 pm.", "doctor smith paid three dollars fifty cents at nine oh five p m."),
     ("It is 14:30 on 2026-12-01.", "it is fourteen thirty on december first twenty twenty six."),
     ("Meet me at 7:00.", "meet me at seven o'clock."),
+    ("My flight leaves on March 6, 2013.", "my flight leaves on march sixth, twenty thirteen."),
+    ("It was built in 1998.", "it was built in nineteen ninety eight."),
     ("Back by 6:15 p.m. tomorrow", "back by six fifteen p m tomorrow"),
     ("Born 12/25/1990, she was the 2nd of 3.", "born december twenty fifth nineteen ninety, she was the second of three."),
     ("Prices rose 25% to €1,200.", "prices rose twenty five percent to one thousand two hundred euros."),

@@ -146,3 +146,27 @@ def test_the_cli_builds_and_registers_a_speech_dataset(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "data", "speech", str(tmp_path / "nowhere"),
                           "--name", "x", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "does not exist" in bad.stderr + bad.stdout
+
+
+def test_the_starter_speech_corpus_is_synthesised_with_a_held_out_voice(tmp_path):
+    """A few sentences through every engine: Piper with its alignments, flite, espeak-ng."""
+    import soundfile as sf
+
+    from omniforge_training.data.starter_speech import build_starter_speech, transcript
+
+    card = build_starter_speech(tmp_path / "ss", n_wiki=4, n_everyday=4, workers=1, progress=False,
+                                log=lambda m: None)
+    ds = load_speech(tmp_path / "ss")
+    assert card["format"] == "speech" and card["sample_rate"] == 22_050 and card["default_voice"] == "joe"
+    assert card["split"]["heldout_speakers"] == ["slt"]
+    assert {it["split"] for it in ds.items if it["speaker"] == "slt"} <= {"test"}
+    train_sentences = {it["sentence"] for it in ds.items if it["split"] == "train"}
+    assert not train_sentences & {it["sentence"] for it in ds.items if it["split"] == "test"}
+    joe = [it for it in ds.items if it["speaker"] == "joe"]
+    assert len(joe) == 8
+    for it in joe:
+        x, rate = sf.read(tmp_path / "ss" / it["audio"])
+        assert sum(it["durations"]) * 256 == len(x) and len(it["durations"]) == len(it["phoneme_ids"])
+    assert all(it["transcript"] == transcript(it["text"]) and it["transcript"].replace(" ", "").replace("'", "").isalpha()
+               for it in ds.items)
+    assert len({it["speaker"] for it in ds.items}) >= 4

@@ -7,12 +7,15 @@
         print(chunk.text, end="")
     vectors = client.embeddings.create(input=["a red heart", "a cat"]).vectors
     hits = client.search(image="photo.png", k=5)
+    wav = client.speech(text="Hello there.")                   # bytes; client.transcribe(audio=wav).text
 """
 from ._client import AsyncClient, Client
 from ._errors import (APIConnectionError, APIError, BadRequestError, InternalServerError, NotFoundError,
                       OmniforgeError, RateLimitError, ServiceUnavailableError, TimeoutError_)
-from ._types import Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model, SearchResult, TrainingJob, Usage
+from ._types import (Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model, SearchResult,
+                     TrainingJob, Transcription, Usage, Voice)
 
 __all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "BadRequestError", "InternalServerError",
            "NotFoundError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
-           "Caption", "Collection", "Embeddings", "GeneratedImage", "Generation", "GenerationChunk", "Model", "SearchResult", "TrainingJob", "Usage"]
+           "Caption", "Collection", "Embeddings", "GeneratedImage", "Generation", "GenerationChunk", "Model", "SearchResult",
+           "TrainingJob", "Transcription", "Usage", "Voice"]

@@ -8,7 +8,7 @@ import httpx
 
 from ._errors import APIConnectionError, OmniforgeError, error_for
 from ._types import (Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model,
-                     SearchResult, TrainingJob)
+                     SearchResult, TrainingJob, Transcription, Voice)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -75,6 +75,33 @@ def _image_b64(image) -> str:
     elif hasattr(image, "read"):
         image = image.read()
     return base64.b64encode(image).decode()
+
+
+def _audio_file(audio) -> tuple[str, bytes]:
+    """bytes, a path, or a file object -> (file name, bytes) for a multipart upload."""
+    from pathlib import Path
+
+    if isinstance(audio, (str, Path)):
+        return Path(audio).name, Path(audio).read_bytes()
+    if hasattr(audio, "read"):
+        return Path(getattr(audio, "name", "audio.wav")).name, audio.read()
+    return "audio.wav", bytes(audio)
+
+
+def _transcribe_form(language, timestamps, greedy) -> dict:
+    form = {"timestamps": json.dumps(timestamps), "greedy": json.dumps(greedy)}
+    if language:
+        form["language"] = language
+    return form
+
+
+def _speech_body(text, voice, speed, format, model) -> dict:
+    body = {"text": text, "speed": speed, "format": format}
+    if voice:
+        body["voice"] = voice
+    if model:
+        body["model"] = model
+    return body
 
 
 def _embed_body(input, image, model) -> dict:
@@ -263,6 +290,36 @@ class Client:
                                                  num_beams=num_beams, seed=seed))
         return Caption(**self._request("POST", "/caption", json=body).json())
 
+    def transcribe(self, *, audio, language: str | None = None, timestamps: bool = True,
+                   greedy: bool = False) -> Transcription:
+        """Speech (bytes, a path or a file object: WAV, FLAC, OGG; MP3, M4A, WebM with ffmpeg) -> text,
+        segments and word times."""
+        name, data = _audio_file(audio)
+        r = self._request("POST", "/transcribe", files={"file": (name, data)},
+                          data=_transcribe_form(language, timestamps, greedy))
+        return Transcription(**r.json())
+
+    def speech(self, *, text: str, voice: str | None = None, speed: float = 1.0, format: str = "wav",
+               model: str | None = None) -> bytes:
+        """Text -> audio bytes in `format` (wav, flac, pcm: 16-bit mono, mp3)."""
+        return self._request("POST", "/speech", json=_speech_body(text, voice, speed, format, model)).content
+
+    def speech_stream(self, *, text: str, voice: str | None = None, speed: float = 1.0, format: str = "pcm",
+                      model: str | None = None) -> Iterator[bytes]:
+        """Text -> audio bytes as they are made (pcm, or wav with a streaming header)."""
+        body = {**_speech_body(text, voice, speed, format, model), "stream": True}
+        try:
+            with self._http.stream("POST", "/speech", json=body) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    _raise_for(r)
+                yield from r.iter_bytes()
+        except httpx.TransportError as e:
+            raise APIConnectionError(str(e)) from e
+
+    def voices(self) -> list[Voice]:
+        return [Voice(**v) for v in self._request("GET", "/voices").json()["voices"]]
+
     def health(self) -> bool:
         try:
             return self._http.get("/readyz").status_code == 200
@@ -427,6 +484,20 @@ class AsyncClient:
         body = _caption_body(image, prompt, dict(max_tokens=max_tokens, temperature=temperature,
                                                  num_beams=num_beams, seed=seed))
         return Caption(**(await self._request("POST", "/caption", json=body)).json())
+
+    async def transcribe(self, *, audio, language: str | None = None, timestamps: bool = True,
+                         greedy: bool = False) -> Transcription:
+        name, data = _audio_file(audio)
+        r = await self._request("POST", "/transcribe", files={"file": (name, data)},
+                                data=_transcribe_form(language, timestamps, greedy))
+        return Transcription(**r.json())
+
+    async def speech(self, *, text: str, voice: str | None = None, speed: float = 1.0, format: str = "wav",
+                     model: str | None = None) -> bytes:
+        return (await self._request("POST", "/speech", json=_speech_body(text, voice, speed, format, model))).content
+
+    async def voices(self) -> list[Voice]:
+        return [Voice(**v) for v in (await self._request("GET", "/voices")).json()["voices"]]
 
     async def search(self, *, query: str | None = None, image=None, k: int = 5, collection: str | None = None,
                      model: str | None = None) -> list[SearchResult]:

@@ -116,3 +116,24 @@ class Caption:
 class GeneratedImage:
     png: bytes
     seed: int
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    segments: list[dict]
+    words: list[dict]
+    duration: float
+    language: str
+    model: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Voice:
+    id: str
+    name: str
+    language: str
+    gender: str
+    sample_rate: int
+    model: str

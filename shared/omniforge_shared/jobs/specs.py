@@ -188,6 +188,73 @@ class DiffusionParams(BaseModel):
         return self
 
 
+class ASRParams(BaseModel):
+    """Hyper-parameters of the `asr` recipe: a conformer-CTC recognizer over characters on a speech
+    dataset (any layout `omniforge data speech` reads), with a word trigram for beam search."""
+    model_config = ConfigDict(extra="forbid")
+
+    d_model: int = Field(144, ge=32, le=1024)
+    n_layers: int = Field(8, ge=1, le=32)
+    n_heads: int = Field(4, ge=1, le=16)
+    conv_kernel: int = Field(15, ge=3, le=63)
+    batch_seconds: float = Field(100.0, ge=5.0, le=10_000.0, description="padded audio seconds per batch")
+    max_steps: int = Field(2400, ge=1, le=10_000_000)
+    lr: float = Field(2e-3, gt=0.0, le=1.0)
+    warmup_steps: int = Field(300, ge=0)
+    augment: bool = True
+    eval_interval: int = Field(500, ge=0)
+    checkpoint_interval: int = Field(100, ge=1)
+    language_model: bool = Field(True, description="build the word trigram (beam search) into the bundle")
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.d_model % self.n_heads or self.conv_kernel % 2 == 0:
+            raise ValueError(f"d_model={self.d_model} must divide by n_heads={self.n_heads}, and conv_kernel "
+                             f"({self.conv_kernel}) must be odd")
+        return self
+
+
+class TTSParams(BaseModel):
+    """Hyper-parameters of the `tts` recipe: the FastSpeech-style acoustic model on the voices of a
+    speech dataset that carry durations, voiced by a registered vocoder."""
+    model_config = ConfigDict(extra="forbid")
+
+    vocoder_model: str = Field("vocoder-starter", description="registered vocoder, `name` or `name:version`")
+    voices: list[str] = Field(default_factory=lambda: ["joe"], min_length=1)
+    d_model: int = Field(192, ge=32, le=1024)
+    enc_layers: int = Field(4, ge=1, le=16)
+    dec_layers: int = Field(4, ge=1, le=16)
+    batch_frames: int = Field(6000, ge=200, le=1_000_000)
+    max_steps: int = Field(2000, ge=1, le=10_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    eval_interval: int = Field(500, ge=0)
+    checkpoint_interval: int = Field(100, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+
+class VocoderParams(BaseModel):
+    """Hyper-parameters of the `vocoder` recipe: the Fourier-head vocoder (mel -> waveform)."""
+    model_config = ConfigDict(extra="forbid")
+
+    voices: list[str] = Field(default_factory=list, description="empty: every training voice")
+    dim: int = Field(256, ge=32, le=2048)
+    layers: int = Field(8, ge=1, le=32)
+    batch_size: int = Field(16, ge=1, le=4096)
+    segment_frames: int = Field(48, ge=8, le=1024)
+    max_steps: int = Field(3000, ge=1, le=10_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    eval_interval: int = Field(500, ge=0)
+    checkpoint_interval: int = Field(100, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -224,6 +291,9 @@ RECIPE_SPECS: dict[str, RecipeSpec] = {
     "clip": RecipeSpec(name="clip", task="embedding", params=CLIPParams),
     "caption": RecipeSpec(name="caption", task="image-caption", params=CaptionParams),
     "diffusion": RecipeSpec(name="diffusion", task="text-to-image", params=DiffusionParams),
+    "asr": RecipeSpec(name="asr", task="speech-recognition", params=ASRParams),
+    "tts": RecipeSpec(name="tts", task="text-to-speech", params=TTSParams),
+    "vocoder": RecipeSpec(name="vocoder", task="vocoder", params=VocoderParams),
 }
 
 

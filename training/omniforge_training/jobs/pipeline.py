@@ -38,7 +38,7 @@ def resolve_dataset(registry, dataset: str, data_root: Path) -> Path:
     """A registered dataset name (optionally `name:version`) or a path inside the data root."""
     from omniforge_shared.data_root import OutsideDataRoot, resolve_in_data_root
 
-    from ..data import image_text
+    from ..data import image_text, speech
     from ..data.dataset import verify_dataset
     from ..data.ingest import DataError
 
@@ -54,6 +54,8 @@ def resolve_dataset(registry, dataset: str, data_root: Path) -> Path:
         try:
             if image_text.is_image_text(path):
                 image_text.load_image_text(path, verify=True)
+            elif speech.is_speech(path):
+                speech.load_speech(path)
             else:
                 verify_dataset(path)
         except DataError as e:

@@ -212,6 +212,80 @@ def diffusion(ctx: JobContext) -> RecipeResult:
                         gate=("top5_concept_hit", "max"))
 
 
+def _reporter(ctx: JobContext, stopped: list[bool]):
+    def on_step(r) -> bool:
+        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, **r.metrics})
+        stopped[0] = ctx.should_stop()
+        return not stopped[0]
+    return on_step
+
+
+@recipe("asr")
+def asr(ctx: JobContext) -> RecipeResult:
+    """The conformer-CTC recognizer; its bundle carries a word trigram that never saw the test sentences."""
+    from ..export_asr import export_asr_bundle
+    from ..starter.speech import heldout_transcripts
+    from ..train_asr import ASRTrainConfig, train_asr
+
+    p = validate_params("asr", ctx.params)
+    fields = p.model_dump(exclude={"promote", "threads", "language_model"})
+    cfg = ASRTrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
+    stopped = [False]
+    summary = train_asr(cfg, on_step=_reporter(ctx, stopped), log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        return export_asr_bundle(Path(cfg.out), out, name=name, version=version, log=ctx.log, extra=extra,
+                                 heldout=set(heldout_transcripts(ctx.dataset)), with_lm=p.language_model)
+
+    gate = "heldout_voice_wer" if summary["quality"].get("heldout_voice") else "all_wer"
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export, gate=(gate, "min"))
+
+
+@recipe("vocoder")
+def vocoder(ctx: JobContext) -> RecipeResult:
+    """The Fourier-head vocoder; its bundle keeps the torch weights for the `tts` recipe."""
+    from ..export_tts import export_vocoder_bundle
+    from ..train_vocoder import VocoderTrainConfig, train_vocoder
+
+    p = validate_params("vocoder", ctx.params)
+    fields = p.model_dump(exclude={"promote", "threads"})
+    cfg = VocoderTrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
+    stopped = [False]
+    summary = train_vocoder(cfg, on_step=_reporter(ctx, stopped), log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        return export_vocoder_bundle(Path(cfg.out), out, name=name, version=version, log=ctx.log, extra=extra)
+
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
+                        gate=("val_mel_l1", "min"))
+
+
+@recipe("tts")
+def tts(ctx: JobContext) -> RecipeResult:
+    """The acoustic model, voiced by a registered vocoder, exported as one text-to-speech bundle."""
+    from ..export_tts import export_tts_bundle
+    from ..train_tts import TTSTrainConfig, train_tts
+
+    p = validate_params("tts", ctx.params)
+    if ctx.registry is None:
+        raise ValueError("the tts recipe needs the registry to find its vocoder")
+    name, _, version = p.vocoder_model.partition(":")
+    voc = ctx.registry.bundle(name, version or None)
+    if not voc.has("weights"):
+        raise ValueError(f"{voc.name}:{voc.version} has no vocoder weights; register one with the `vocoder` recipe")
+    fields = p.model_dump(exclude={"promote", "threads", "vocoder_model"})
+    cfg = TTSTrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
+    stopped = [False]
+    summary = train_tts(cfg, on_step=_reporter(ctx, stopped), log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        return export_tts_bundle(Path(cfg.out), voc.path, out, name=name, version=version, log=ctx.log,
+                                 extra={**extra, "vocoder_model": {"name": voc.name, "version": voc.version}})
+
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
+                        gate=("tts_val_mel_l1", "min"))
+
+
 def run_recipe(name: str, ctx: JobContext) -> RecipeResult:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")

@@ -1,0 +1,166 @@
+"""Speech quality, measured with the served engines (ONNX, as a user gets them; `omniforge eval speech`):
+
+  asr_quality            WER/CER of a recognizer bundle on a speech dataset's test split, per voice
+                         (greedy and with the LM)
+  tts_intelligibility    our recognizer's WER on speech our voice synthesised for the test sentences,
+                         beside its WER on the teacher's own recordings of the same sentences
+  listen                 sample WAVs and a spectrogram figure (synthesised vs reference) for the model card
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from omniforge_shared.audio import normalise_loudness, resample
+
+
+def _asr(bundle_dir: Path, threads: int = 2):
+    from omniforge_audio.asr import ASREngine
+    from omniforge_shared.bundle import load_bundle
+
+    return ASREngine(load_bundle(Path(bundle_dir)), threads=threads)
+
+
+def _prep(x: np.ndarray, rate: int) -> np.ndarray:
+    x = resample(x, rate, 16_000)
+    try:
+        return normalise_loudness(x, 16_000)
+    except ValueError:
+        return x
+
+
+def asr_quality(asr_bundle: Path, dataset_dir: Path, *, threads: int = 2, limit: int | None = None,
+                progress: bool = True) -> dict:
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.train_asr import error_rates, transcript_of
+
+    ds = load_speech(Path(dataset_dir))
+    heldout = set(ds.manifest.get("split", {}).get("heldout_speakers", []))
+    engine = _asr(asr_bundle, threads)
+    items = ds.split("test")[:limit]
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, desc="asr eval", unit="utt")
+    rows = []
+    for it in items:
+        logp = engine.logprobs(_prep(ds.audio(it), ds.sample_rate))
+        rows.append((it["speaker"], transcript_of(it), engine.decode(logp, greedy_only=True), engine.decode(logp)))
+    engine.stop()
+
+    def rates(sel, k):
+        return error_rates([r[1] for r in sel], [r[k] for r in sel]) if sel else {}
+
+    out = {}
+    for label, keep in (("heldout_voice", lambda r: r[0] in heldout), ("training_voices", lambda r: r[0] not in heldout),
+                        ("all", lambda r: True)):
+        sel = [r for r in rows if keep(r)]
+        out[label] = {"greedy": rates(sel, 2), "lm": rates(sel, 3)}
+    out["per_voice_lm"] = {s: rates([r for r in rows if r[0] == s], 3) for s in sorted({r[0] for r in rows})}
+    out["examples"] = [{"voice": r[0], "ref": r[1], "greedy": r[2], "lm": r[3]} for r in rows[:: max(1, len(rows) // 10)]]
+    return out
+
+
+def tune_lm(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit: int = 300, threads: int = 2,
+            lm_weights=(0.5, 0.8, 1.2, 1.6, 2.0, 2.5), word_scores=(-2.0, -1.0, 0.0, 1.0),
+            progress: bool = True) -> dict:
+    """The beam search's LM weight and word score with the lowest WER on `split` (never the test
+    split): the acoustic model runs once, every setting decodes the same log-probs."""
+    from omniforge_shared.ctc import BeamDecoder
+
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.train_asr import error_rates, transcript_of
+
+    if split == "test":
+        raise ValueError("tune on the validation split; the test split is for measuring")
+    ds = load_speech(Path(dataset_dir))
+    engine = _asr(asr_bundle, threads)
+    if engine.beam is None:
+        raise ValueError(f"{asr_bundle} has no language model to tune")
+    items = ds.split(split)[:limit]
+    logps = [engine.logprobs(_prep(ds.audio(it), ds.sample_rate)) for it in items]
+    refs = [transcript_of(it) for it in items]
+    lexicon = engine.bundle.file("lexicon").read_text(encoding="utf-8").split()
+    grid = [(w, s) for w in lm_weights for s in word_scores]
+    if progress:
+        from tqdm import tqdm
+        grid = tqdm(grid, desc="tune lm", unit="setting")
+    results = []
+    for w, sc in grid:
+        dec = BeamDecoder(engine.chars, lexicon, engine.bundle.file("language-model"), lm_weight=w, word_score=sc)
+        results.append({"lm_weight": w, "word_score": sc, **error_rates(refs, [dec(lp) for lp in logps])})
+    engine.stop()
+    greedy = error_rates(refs, [engine.decode(lp, greedy_only=True) for lp in logps])
+    best = min(results, key=lambda r: r["wer"])
+    return {"split": split, "utterances": len(items), "best": best, "greedy": greedy, "grid": results}
+
+
+def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voice: str = "",
+                        teacher: str = "joe", threads: int = 2, limit: int | None = None, progress: bool = True) -> dict:
+    """WER of our recognizer on our voice's speech for the teacher's test sentences, and on the
+    teacher's own recordings of them (the reference the goal compares with)."""
+    from omniforge_audio.tts import TTSEngine
+    from omniforge_shared.bundle import load_bundle
+
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.train_asr import error_rates, transcript_of
+
+    ds = load_speech(Path(dataset_dir))
+    tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=threads)
+    asr = _asr(asr_bundle, threads)
+    items = [it for it in ds.split("test") if it["speaker"] == teacher][:limit]
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, desc="tts eval", unit="utt")
+    refs, ours, theirs, seconds = [], [], [], 0.0
+    for it in items:
+        wave = np.concatenate([c.pcm for c in tts.synthesize(it["spoken"], voice)])
+        seconds += len(wave) / tts.sample_rate
+        refs.append(transcript_of(it))
+        ours.append(asr.transcribe(_prep(wave, tts.sample_rate)).text)
+        theirs.append(asr.transcribe(_prep(ds.audio(it), ds.sample_rate)).text)
+    asr.stop()
+    o, t = error_rates(refs, ours), error_rates(refs, theirs)
+    return {"voice": voice or tts.default_voice, "teacher": teacher, "ours": o, "teacher_recordings": t,
+            "wer_gap_points": round(100 * (o.get("wer", 1) - t.get("wer", 1)), 2), "seconds": round(seconds, 1),
+            "examples": [{"ref": r, "ours": a, "teacher": b} for r, a, b in list(zip(refs, ours, theirs))[:8]]}
+
+
+def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3, teacher: str = "joe") -> list[Path]:
+    """Writes n sample WAVs of our voice (16-bit, 22,050 Hz) and spectrograms.png (ours over the
+    teacher's recording of the same test sentence)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import soundfile as sf
+
+    from omniforge_audio.tts import TTSEngine
+    from omniforge_shared.audio import log_mel
+    from omniforge_shared.bundle import load_bundle
+
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.data.tts_features import TTS_MEL
+
+    ds = load_speech(Path(dataset_dir))
+    tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=2)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = [it for it in ds.split("test") if it["speaker"] == teacher][:n]
+    fig, axes = plt.subplots(2, n, figsize=(5 * n, 5), squeeze=False)
+    written = []
+    for k, it in enumerate(items):
+        wave = np.concatenate([c.pcm for c in tts.synthesize(it["spoken"])])
+        path = out / f"sample_{k + 1}.wav"
+        sf.write(path, wave, tts.sample_rate, subtype="PCM_16")
+        written.append(path)
+        for row, (x, who) in enumerate(((wave, "ours"), (ds.audio(it), "teacher (Piper joe)"))):
+            axes[row, k].imshow(log_mel(x, TTS_MEL).T, origin="lower", aspect="auto", cmap="magma", vmin=-11, vmax=3)
+            axes[row, k].set_title(f"{who}: {it['text'][:48]}", fontsize=8)
+            axes[row, k].set_xticks([])
+            axes[row, k].set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out / "spectrograms.png", dpi=80)
+    plt.close(fig)
+    (out / "samples.txt").write_text("\n".join(f"sample_{k + 1}.wav: {it['text']}" for k, it in enumerate(items)) + "\n")
+    return written

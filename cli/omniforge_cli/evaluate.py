@@ -1,0 +1,65 @@
+"""`omniforge eval ...`: quality of exported models, measured through the engines the services run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .context import console, fail, open_registry
+
+app = typer.Typer(help="Measure exported models.", no_args_is_help=True)
+
+
+def _bundle_dir(ref: str) -> Path:
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    name, _, version = ref.partition(":")
+    return open_registry().bundle(name, version or None).path
+
+
+def _save_decoding(run_dir: Path, best: dict) -> None:
+    """Writes the tuned beam-search settings into a run's config.json: its next export uses them."""
+    path = run_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["decoding"] = {"lm_weight": best["lm_weight"], "word_score": best["word_score"],
+                          "tuned_on": {"split": "val", "wer": best["wer"]}}
+    path.write_text(json.dumps(config, indent=2))
+    console.print(f"beam-search settings written to {path}; export the run again to use them")
+
+
+@app.command("speech")
+def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: registered `name[:version]` or bundle folder"),
+                    tts: str = typer.Option("", help="a voice to judge by the recognizer (registered or folder)"),
+                    data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset (its test split)"),
+                    limit: int = typer.Option(0, help="at most this many test utterances (0 = all)"),
+                    listen: Path = typer.Option(None, help="write sample WAVs and spectrograms.png of the voice here"),
+                    tune: bool = typer.Option(False, help="first pick the LM weight and word score on the val split"),
+                    save_to: Path = typer.Option(None, help="with --tune: the recognizer's run (or starter) folder "
+                                                             "whose config.json gets the tuned settings"),
+                    recognizer: bool = typer.Option(True, "--recognizer/--no-recognizer",
+                                                    help="measure the recognizer itself (WER per voice)"),
+                    threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
+    """WER/CER of the recognizer per voice (greedy and with the LM); with --tts, the voice's
+    intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
+    from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility, tune_lm
+
+    try:
+        result = {}
+        if tune:
+            result["tuning"] = tune_lm(_bundle_dir(asr), data, threads=threads)
+            if save_to:
+                _save_decoding(save_to, result["tuning"]["best"])
+        if recognizer:
+            result["asr"] = asr_quality(_bundle_dir(asr), data, threads=threads, limit=limit or None)
+        if tts:
+            result["tts"] = tts_intelligibility(_bundle_dir(tts), _bundle_dir(asr), data, threads=threads,
+                                                limit=limit or None)
+            if listen:
+                write_samples(_bundle_dir(tts), data, listen)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if out:
+        out.write_text(json.dumps(result, indent=2))
+    console.print_json(data=result)

@@ -1,0 +1,1 @@
+"""The audio service: speech recognition and text-to-speech over gRPC."""

@@ -1,0 +1,46 @@
+"""The `vocoder`, `tts` and `asr` recipes as training jobs (in-process, as a worker runs them): each
+trains, exports, writes its model card, registers, and the tts recipe voices itself with the
+registered vocoder."""
+import pytest
+
+SMALL_ASR = dict(d_model=32, n_layers=1, n_heads=2, conv_kernel=7, batch_seconds=30, max_steps=3, warmup_steps=1,
+                 eval_interval=0, checkpoint_interval=2, language_model=False, threads=1)
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch, tiny_speech):
+    monkeypatch.setenv("OMNIFORGE_HOME", str(tmp_path))
+    for k in ("OMNIFORGE_DATABASE_URL", "OMNIFORGE_TRAINING_BROKER_URL"):
+        monkeypatch.delenv(k, raising=False)
+    from omniforge_shared.registry_settings import RegistrySettings
+
+    registry = RegistrySettings().open()
+    registry.register_dataset(tiny_speech, name="tiny-speech")
+    yield registry
+    registry.close()
+
+
+def test_speech_recipes_register_bundles(home):
+    from omniforge_shared.jobs.store import JobStore
+    from omniforge_training.jobs.pipeline import run_job
+
+    store = JobStore(home)
+    runs = [("vocoder", "voc-job", dict(dim=32, layers=1, batch_size=2, segment_frames=16, max_steps=3,
+                                         eval_interval=0, checkpoint_interval=2, threads=1)),
+            ("tts", "voice-job", dict(vocoder_model="voc-job", d_model=32, enc_layers=1, dec_layers=1,
+                                      batch_frames=800, max_steps=3, eval_interval=0, checkpoint_interval=2,
+                                      threads=1)),
+            ("asr", "asr-job", SMALL_ASR)]
+    for recipe, name, params in runs:
+        job = store.create(recipe=recipe, dataset="tiny-speech", params=params, resources={"queue": "cpu"},
+                           model_name=name, max_steps=3)
+        run_job(job.id)
+        assert store.get(job.id).state == "succeeded", (recipe, store.get(job.id).error)
+        bundle = home.bundle(name, "1")
+        assert (bundle.path / "MODEL_CARD.md").exists()
+    assert home.bundle("voc-job", "1").has("weights")
+    voice = home.bundle("voice-job", "1")
+    assert voice.task == "text-to-speech" and voice.manifest["vocoder_model"]["name"] == "voc-job"
+    assert [v["id"] for v in voice.manifest["voices"]] == ["joe"]
+    asr = home.bundle("asr-job", "1")
+    assert asr.task == "speech-recognition" and asr.has("acoustic-model") and not asr.has("language-model")

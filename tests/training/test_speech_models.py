@@ -1,0 +1,76 @@
+"""The speech models' shapes and invariants, and their ONNX exports against torch."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from omniforge_training.checkpoint import save_weights
+from omniforge_training.models.conformer import ASRConfig, ConformerCTC, encode_text, out_lengths
+from omniforge_training.models.fastspeech import FastSpeech, TTSConfig, regulate
+from omniforge_training.models.vocoder import InverseSTFT, Vocoder, VocoderConfig
+
+torch.set_num_threads(1)
+
+
+def small_asr() -> ConformerCTC:
+    torch.manual_seed(0)
+    return ConformerCTC(ASRConfig(d_model=48, n_layers=2, n_heads=2, subsample_channels=16, dropout=0.0)).eval()
+
+
+def test_conformer_output_length_and_padding_do_not_change_an_utterance():
+    model = small_asr()
+    x = torch.randn(1, 203, 80)
+    alone, n_alone = model(x, torch.tensor([203]))
+    padded = torch.cat([x, torch.randn(1, 97, 80) * 5], dim=1)            # loud junk after the end
+    batch, n_batch = model(torch.cat([padded, torch.randn(1, 300, 80)]), torch.tensor([203, 300]))
+    assert n_alone.tolist() == out_lengths(torch.tensor([203])).tolist() == [51]
+    assert n_batch.tolist() == [51, 75]
+    assert torch.allclose(alone[0, :51], batch[0, :51], atol=1e-4)
+    assert torch.allclose(alone.exp().sum(-1), torch.ones(1, 51), atol=1e-4)
+
+
+def test_text_encoding_keeps_only_known_characters():
+    assert encode_text("it's ok!") == [11, 22, 2, 21, 1, 17, 13]          # 0 is the blank, 1 the space
+
+
+def test_asr_export_matches_torch(tmp_path):
+    from omniforge_training.export_asr import export_asr_bundle
+
+    model = small_asr()
+    save_weights(tmp_path / "model.safetensors", model)
+    (tmp_path / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
+    bundle = export_asr_bundle(tmp_path, tmp_path / "bundle", name="t", version="1", with_lm=False, log=lambda m: None)
+    assert bundle.task == "speech-recognition" and bundle.manifest["metrics"]["onnx_parity"] < 1e-3
+    assert bundle.manifest["decoding"]["frame_seconds"] == pytest.approx(0.04)
+
+
+def test_length_regulator_repeats_each_state_for_its_frames():
+    h = torch.arange(3, dtype=torch.float32)[None, :, None].expand(1, 3, 2)
+    out = regulate(h, torch.tensor([[2, 0, 3]]), 6)
+    assert out[0, :, 0].tolist() == [0, 0, 2, 2, 2, 0]          # the 6th frame is past the end: zeros
+
+
+def test_inverse_stft_is_torch_istft():
+    x = torch.randn(2, 256 * 40)
+    w = torch.hann_window(1024)
+    spec = torch.stft(x, 1024, 256, window=w, return_complex=True)
+    ours = InverseSTFT(1024, 256)(spec.real, spec.imag)
+    assert torch.allclose(ours, torch.istft(spec, 1024, 256, window=w), atol=1e-4)
+    assert torch.allclose(ours, x[:, :ours.shape[1]], atol=1e-4)
+
+
+def test_tts_export_matches_torch(tmp_path):
+    from omniforge_training.export_tts import export_tts_bundle
+
+    torch.manual_seed(0)
+    tts = FastSpeech(TTSConfig(d_model=32, n_heads=2, enc_layers=1, dec_layers=1, ff_dim=64, predictor_dim=32))
+    voc = Vocoder(VocoderConfig(dim=32, intermediate=64, layers=2))
+    for sub, model, extra in (("tts", tts, {"speakers": ["joe"]}), ("voc", voc, {})):
+        (tmp_path / sub).mkdir()
+        save_weights(tmp_path / sub / "model.safetensors", model)
+        (tmp_path / sub / "config.json").write_text(json.dumps({"model": model.config.to_dict(), **extra}))
+    bundle = export_tts_bundle(tmp_path / "tts", tmp_path / "voc", tmp_path / "bundle", name="v", version="1",
+                               log=lambda m: None)
+    assert bundle.task == "text-to-speech" and bundle.manifest["voices"][0]["id"] == "joe"
+    assert max(v for k, v in bundle.manifest["metrics"].items() if k.startswith("parity")) < 2e-3

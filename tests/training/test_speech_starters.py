@@ -1,0 +1,33 @@
+"""The committed speech starters: fp16, within the issue's 60 MB, with how they were made and
+what they scored."""
+import json
+
+import pytest
+
+from omniforge_training.starter.speech import HELDOUT_FILE, STARTER_ASR_DIR, STARTER_TTS_DIR
+
+
+def test_speech_starters_record_how_they_were_made():
+    if not (STARTER_ASR_DIR / "manifest.json").exists():
+        pytest.skip("no committed speech starters")
+    files = [p for d in (STARTER_ASR_DIR, STARTER_TTS_DIR) for p in d.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 60 * 2**20
+    asr = json.loads((STARTER_ASR_DIR / "manifest.json").read_text())
+    assert asr["weights_dtype"] == "float16" and asr["wall_s"] > 0 and asr["data"]["heldout_speakers"] == ["slt"]
+    assert 0 <= asr["quality"]["heldout_voice"]["wer"] and len(asr["data"]["content_hash"]) == 64
+    held = (STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n")
+    assert len(held) > 100                         # the LM must leave these sentences out
+    tts = json.loads((STARTER_TTS_DIR / "manifest.json").read_text())
+    assert [v["id"] for v in tts["voices"]] == ["joe"] and tts["weights_dtype"] == "float16"
+    assert tts["parts"]["acoustic"]["wall_s"] > 0 and tts["parts"]["vocoder"]["wall_s"] > 0
+    assert list((STARTER_TTS_DIR / "samples").glob("*.wav")) and (STARTER_TTS_DIR / "samples" / "spectrograms.png").exists()
+
+
+def test_the_lm_never_reads_the_held_out_sentences():
+    from omniforge_training.export_asr import lm_sentences
+
+    if not (STARTER_ASR_DIR / HELDOUT_FILE).exists():
+        pytest.skip("no committed speech starters")
+    held = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n")) - {""}
+    seen = {" ".join(s) for s in lm_sentences(held, everyday=2000)}
+    assert not held & seen

@@ -1,0 +1,33 @@
+"""What the acoustic model learns from: durations mapped onto our phonemes, pitch, energy."""
+import numpy as np
+
+from omniforge_training.data.tts_features import align_durations, per_phoneme, utterance_features, yin_f0
+
+
+def test_durations_follow_matching_symbols_and_keep_the_total():
+    teacher = list("^_a_b_ʲ_c_$")
+    durations = [1, 2, 5, 1, 3, 1, 2, 1, 4, 1, 2]
+    ours = list("^_a_b_c_$")
+    out = align_durations(teacher, durations, ours)
+    assert sum(out) == sum(durations)
+    assert out[:5] == [1, 2, 5, 1, 3]           # matches keep their frames
+    assert out[5] == 1 + 2 + 1                  # ʲ and its pad go to the previous kept symbol
+    assert align_durations(list("^_x_$"), [1, 1, 6, 1, 1], list("^_yz_$"))[2:4] == [3, 3]
+
+
+def test_yin_finds_the_pitch_and_silence_is_unvoiced():
+    rate = 22_050
+    t = np.arange(rate) / rate
+    x = np.concatenate([0.5 * np.sin(2 * np.pi * 180 * t), np.zeros(rate // 2)]).astype(np.float32)
+    f0 = yin_f0(x, rate, 256, n_frames=len(x) // 256)
+    assert abs(np.median(f0[5:70]) - 180) < 2
+    assert (f0[95:] == 0).all()
+
+
+def test_utterance_features_shapes():
+    rate = 22_050
+    x = (0.3 * np.sin(2 * np.pi * 150 * np.arange(256 * 40) / rate)).astype(np.float32)
+    feats = utterance_features(x, [10, 20, 10])
+    assert feats["mel"].shape == (40, 80) and feats["pitch"].shape == (3,)
+    assert feats["voiced"].all() and abs(np.exp(feats["pitch"][1]) - 150) < 3
+    assert per_phoneme(np.arange(6.0), [2, 0, 4]).tolist() == [0.5, 0.0, 3.5]

@@ -1,0 +1,102 @@
+"""The committed speech starters: the recognizer (conformer-CTC) and the voice (acoustic model +
+vocoder), trained on the synthesised starter speech corpus, as fp16 safetensors with manifests.
+
+The recognizer's language model is not committed: `omniforge bootstrap` builds it from the
+starter text corpus (installed offline) when it exports the bundle, leaving out every sentence
+of the speech corpus's validation and test splits (listed in `heldout_transcripts.txt`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STARTER_ASR_DIR = Path(__file__).parent / "asr"
+STARTER_ASR_NAME = "asr-starter"
+STARTER_TTS_DIR = Path(__file__).parent / "tts"
+STARTER_TTS_NAME = "tts-starter"
+HELDOUT_FILE = "heldout_transcripts.txt"
+# where the packager's files lay is no business of a user's copy: name them as the repository does
+_WHERE = {"data": "data/starter-speech"}
+
+
+def _clean(config: dict, out: str) -> dict:
+    config = json.loads(json.dumps(config))
+    config.setdefault("train", {}).update(_WHERE, out=out)
+    return config
+
+
+def heldout_transcripts(dataset_dir: Path) -> list[str]:
+    from ..data.speech import load_speech
+    from ..data.starter_speech import transcript
+
+    ds = load_speech(Path(dataset_dir))
+    return sorted({it.get("transcript") or transcript(it["text"]) for it in ds.items if it["split"] != "train"})
+
+
+def package_asr_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_ASR_DIR,
+                        evaluation: dict | None = None) -> dict:
+    """`evaluation`: what `omniforge eval speech` measured on the exported bundle (greedy and LM)."""
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..data.speech import load_speech
+    from ..export_asr import load_asr
+
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(out / "model.safetensors", load_asr(run_dir), dtype=torch.float16)
+    config = _clean(json.loads((run_dir / "config.json").read_text()), "runs/asr")
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"].update(_WHERE, out="runs/asr")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / HELDOUT_FILE).write_text("\n".join(heldout_transcripts(dataset_dir)) + "\n", encoding="utf-8")
+    m = load_speech(Path(dataset_dir)).manifest
+    manifest = {"name": STARTER_ASR_NAME, "version": version, "recipe": "asr", "config": config,
+                "data": {"dataset": m["name"], "content_hash": m["content_hash"], "counts": m["counts"],
+                         "heldout_speakers": m["split"]["heldout_speakers"]},
+                "quality": {k: v for k, v in summary["quality"].items() if k != "examples"},
+                "examples": summary["quality"].get("examples", []), "wall_s": summary["wall_s"],
+                "steps": summary["steps"], "train_hours": summary.get("train_hours"), "params": summary["params"],
+                "weights_dtype": "float16"}
+    if evaluation:
+        manifest["served_quality"] = {k: v for k, v in evaluation.get("asr", {}).items() if k != "examples"}
+        if "tuning" in evaluation:
+            manifest["lm_tuning"] = {k: evaluation["tuning"][k] for k in ("split", "utterances", "best", "greedy")}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def package_tts_starter(tts_run: Path, vocoder_run: Path, dataset_dir: Path, *, version: str,
+                        out: Path = STARTER_TTS_DIR, evaluation: dict | None = None) -> dict:
+    """The acoustic model in `acoustic/`, the vocoder in `vocoder/`, one manifest; `evaluation`:
+    the voice's intelligibility as `omniforge eval speech --tts` measured it."""
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..data.speech import load_speech
+    from ..export_tts import load_tts, load_vocoder
+
+    out = Path(out)
+    parts = {}
+    for sub, run, loader in (("acoustic", Path(tts_run), lambda r: load_tts(r)[0]), ("vocoder", Path(vocoder_run), load_vocoder)):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        save_weights(out / sub / "model.safetensors", loader(run), dtype=torch.float16)
+        config = _clean(json.loads((run / "config.json").read_text()), f"runs/{'tts' if sub == 'acoustic' else 'vocoder'}")
+        (out / sub / "config.json").write_text(json.dumps(config, indent=2))
+        summary = json.loads((run / "summary.json").read_text())
+        summary["config"].update(_WHERE, out=config["train"]["out"])
+        (out / sub / "summary.json").write_text(json.dumps(summary, indent=2))
+        parts[sub] = {"wall_s": summary["wall_s"], "steps": summary["steps"], "params": summary["params"],
+                      "quality": summary.get("quality", {})}
+    m = load_speech(Path(dataset_dir)).manifest
+    voices = [{"id": v, "name": m["voices"][v]["name"], "language": "en-US", "gender": m["voices"][v]["gender"]}
+              for v in json.loads((out / "acoustic" / "config.json").read_text())["speakers"]]
+    manifest = {"name": STARTER_TTS_NAME, "version": version, "recipe": "tts+vocoder", "voices": voices,
+                "data": {"dataset": m["name"], "content_hash": m["content_hash"]}, "parts": parts,
+                "weights_dtype": "float16"}
+    if evaluation and "tts" in evaluation:
+        manifest["intelligibility"] = {k: v for k, v in evaluation["tts"].items() if k != "examples"}
+        manifest["examples"] = evaluation["tts"].get("examples", [])
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
