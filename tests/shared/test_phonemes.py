@@ -3,7 +3,7 @@ from omniforge_shared.phonemes import BOS, EOS, PAD, SYMBOL_IDS, SYMBOLS, ids, p
 
 
 def test_sentences_clauses_and_stress():
-    out = phonemise("set a timer, please. thank you!")
+    out = phonemise("Set a timer, please. Thank you!")     # espeak-ng ends a sentence at ". " + capital
     assert len(out) == 2
     first = "".join(out[0])
     assert first.startswith("sˈɛt ɐ tˈaɪmɚ, ") and first.endswith(".")

@@ -120,7 +120,7 @@ def export_tts_bundle(tts_dir: Path, vocoder_dir: Path, out: Path, *, name: str,
         metrics |= {f"{key}_{k}": v for k, v in summary[key].get("quality", {}).items() if isinstance(v, float)}
     bundle = write_bundle(
         out, name=name, version=version, task=TASK,
-        architecture={"family": "fastspeech2+fourier-vocoder", "acoustic": cfg.to_dict(), "vocoder": voc.config.to_dict(),
+        architecture={"family": "fastspeech2+fourier-vocoder", "config": cfg.to_dict(), "vocoder": voc.config.to_dict(),
                       "params": sum(p.numel() for p in tts.parameters()) + sum(p.numel() for p in voc.parameters())},
         files={"encoder.onnx": "encoder", "decoder.onnx": "decoder", "vocoder.onnx": "vocoder"},
         audio={"sample_rate": cfg.sample_rate, "hop": cfg.hop, "n_mels": cfg.n_mels},

@@ -112,6 +112,12 @@ def run_job(job_id: str) -> dict:
             log(f"evaluation on held-out phrasings: top-5 concept hit {q['top5_concept_hit']:.3f}, CLIP score "
                 f"{q['clip_score']:.3f} (shuffled prompts {q['clip_score_shuffled_prompts']:.3f}), Frechet distance "
                 f"on our features {q['frechet_distance_own_features']:.2f}")
+        elif summary.get("recipe") in ("asr", "tts", "vocoder"):
+            flat = {f"{k}_{kk}" if isinstance(v, dict) else k: vv
+                    for k, v in summary["quality"].items() if k not in ("examples", "per_voice")
+                    for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
+            log("evaluation on held-out data: " + (", ".join(f"{k} {v:.4f}" for k, v in flat.items()
+                                                             if isinstance(v, float)) or "none (no test split)"))
         elif "quality" in summary:
             log("evaluation on held-out data: " + "; ".join(
                 f"{split} BLEU-4 {q['bleu4']:.1f} CIDEr-D {q['cider_d']:.3f} exact {q['exact_match']:.3f}"
