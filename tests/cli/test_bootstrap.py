@@ -118,7 +118,7 @@ def test_bootstrap_exports_again_a_starter_of_an_older_graph_format(tmp_path):
     from pathlib import Path
 
     env = {**os.environ, "OMNIFORGE_HOME": str(tmp_path)}
-    run = lambda: subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap", "--no-vision"],
+    run = lambda: subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap", "--no-vision", "--no-audio"],
                                  capture_output=True, text=True, timeout=600, env=env)
     assert run().returncode == 0
     [manifest_path] = Path(tmp_path, "artifacts").rglob("manifest.json")
