@@ -200,6 +200,8 @@ def train_asr_cmd(
     augment: bool = typer.Option(True, "--augment/--no-augment"),
     eval_interval: int = typer.Option(250), seed: int = typer.Option(1337), threads: int = typer.Option(2),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
+    init: Optional[Path] = typer.Option(None, help="start from these weights, e.g. the committed starter "
+                                                    "(training/omniforge_training/starter/asr) to train it further"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Train the conformer-CTC recognizer; prints WER/CER on the test split (held-out voice apart)."""
@@ -208,7 +210,8 @@ def train_asr_cmd(
 
     cfg = ASRTrainConfig(data=str(data), out=str(out), d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                          batch_seconds=batch_seconds, max_steps=max_steps, lr=lr, augment=augment,
-                         eval_interval=eval_interval, seed=seed, threads=threads, resume=resume)
+                         eval_interval=eval_interval, seed=seed, threads=threads, resume=resume,
+                         init=str(init) if init else "")
     try:
         summary = train_asr(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

@@ -44,3 +44,24 @@ def test_speech_recipes_register_bundles(home):
     assert [v["id"] for v in voice.manifest["voices"]] == ["joe"]
     asr = home.bundle("asr-job", "1")
     assert asr.task == "speech-recognition" and asr.has("acoustic-model") and not asr.has("language-model")
+
+
+def test_a_recognizer_can_be_trained_further_from_its_weights(tmp_path, tiny_speech):
+    """`--init`: a second run starts where the first one's weights are, not from scratch."""
+    from omniforge_training.train_asr import ASRTrainConfig, train_asr
+
+    small = {k: v for k, v in SMALL_ASR.items() if k not in ("language_model", "eval_interval")}
+    small.update(max_steps=12, warmup_steps=2, lr=3e-3, augment=False, eval_interval=0)
+    first = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "a"), **small), progress=False,
+                      log=lambda m: None)
+    logs = []
+    again = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "b"), init=str(tmp_path / "a"),
+                                     **{**small, "max_steps": 1}), progress=False, log=logs.append)
+    fresh = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "c"), **{**small, "max_steps": 1}),
+                      progress=False, log=lambda m: None)
+    assert any("starting from the weights" in m for m in logs) and first["steps"] == 12
+    assert again["final_loss"] < fresh["final_loss"]          # the same first batch, from trained weights
+    bigger = {**small, "d_model": 48}
+    with pytest.raises(ValueError, match="different recognizer"):
+        train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "d"), init=str(tmp_path / "a"), **bigger),
+                  progress=False, log=lambda m: None)

@@ -22,7 +22,7 @@ import torch
 
 from omniforge_shared.audio import MelConfig, normalise_loudness, resample
 
-from .checkpoint import atomic_write, save_weights
+from .checkpoint import atomic_write, load_weights, save_weights
 from .data.audio_augment import AugmentConfig, augment, spec_augment
 from .data.audio_features import LogMel
 from .data.speech import SpeechDataset, load_speech
@@ -55,6 +55,7 @@ class ASRTrainConfig:
     seed: int = 1337
     threads: int = 2
     resume: bool = True
+    init: str = ""                     # start from these weights (a run or the starter) unless a checkpoint resumes
 
 
 def transcript_of(item: dict) -> str:
@@ -225,6 +226,12 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
 
     torch.manual_seed(cfg.seed)
     model = ConformerCTC(mcfg)
+    if cfg.init and not (cfg.resume and (out / "checkpoints" / "last.pt").exists()):
+        init_cfg = ASRConfig.from_dict(json.loads((Path(cfg.init) / "config.json").read_text())["model"])
+        if init_cfg != mcfg:
+            raise ValueError(f"{cfg.init} holds a different recognizer ({init_cfg}); train with its dimensions")
+        load_weights(Path(cfg.init) / "model.safetensors", model)
+        log(f"starting from the weights in {cfg.init}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
