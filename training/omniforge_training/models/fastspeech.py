@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .conformer import sinusoid as positions      # the same sinusoidal positions
+
 
 @dataclass
 class TTSConfig:
@@ -50,15 +52,6 @@ class TTSConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TTSConfig":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def positions(t: int, d: int, device) -> torch.Tensor:
-    pos = torch.arange(t, device=device, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
-    pe = torch.zeros(t, d, device=device)
-    pe[:, 0::2] = torch.sin(pos * div)
-    pe[:, 1::2] = torch.cos(pos * div)
-    return pe
 
 
 class FFTBlock(nn.Module):
