@@ -27,6 +27,28 @@ def epoch_batch(items: np.ndarray, *, step: int, batch_size: int, seed: int) -> 
     return np.sort(perm[k * batch_size:(k + 1) * batch_size])
 
 
+def length_buckets(lengths, budget: float) -> list[np.ndarray]:
+    """Indices grouped by similar length (sorted, stable) so that each group's padded size
+    (longest x count) stays within `budget`: speech batches of seconds or frames."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches, cur = [], []
+    for i in order:
+        if cur and lengths[int(i)] * (len(cur) + 1) > budget:
+            batches.append(np.array(cur))
+            cur = []
+        cur.append(int(i))
+    if cur:
+        batches.append(np.array(cur))
+    return batches
+
+
+def bucket_at(batches: list[np.ndarray], *, step: int, seed: int) -> np.ndarray:
+    """The bucket of step `step`: each epoch visits every bucket once, in an order that depends
+    only on (seed, epoch)."""
+    epoch, k = divmod(step, len(batches))
+    return batches[np.random.default_rng([seed, epoch]).permutation(len(batches))[k]]
+
+
 def finish_step(*, step: int, total: int, loss: float, shown_loss: float, lr: float, items: int, started: float,
                 wall: float, checkpoint_interval: int, checkpoint, bar, on_step, metrics: dict) -> bool:
     """What ends every training step: a checkpoint when due (and at the last step), the progress

@@ -28,7 +28,7 @@ from .data.audio_features import LogMel
 from .data.speech import SpeechDataset, load_speech
 from .models.conformer import ASRConfig, ConformerCTC, encode_text
 from .loop import train_loop
-from .schedule import warmup_cosine
+from .schedule import bucket_at, length_buckets, warmup_cosine
 
 
 @dataclass
@@ -106,26 +106,6 @@ def load_bank(ds: SpeechDataset, items: list[dict], cache: Path, *, log=print, p
     atomic_write(cache, lambda tmp: np.savez(open(tmp, "wb"), pcm=pcm, offsets=offsets, key=np.array(key)))
     log(f"{len(items)} utterances ({len(pcm) / 16_000 / 3600:.2f} h) loaded in {time.time() - t0:.0f} s")
     return AudioBank(pcm, offsets, items)
-
-
-def length_batches(bank: AudioBank, *, batch_seconds: float, seed: int) -> list[np.ndarray]:
-    """Groups of similar length whose padded duration stays under batch_seconds."""
-    order = np.argsort([bank.seconds(i) for i in range(len(bank.items))], kind="stable")
-    batches, cur = [], []
-    for i in order:
-        longest = bank.seconds(int(i))
-        if cur and longest * (len(cur) + 1) > batch_seconds:
-            batches.append(np.array(cur))
-            cur = []
-        cur.append(int(i))
-    if cur:
-        batches.append(np.array(cur))
-    return batches
-
-
-def batch_at(batches: list[np.ndarray], step: int, seed: int) -> np.ndarray:
-    epoch, k = divmod(step, len(batches))
-    return batches[np.random.default_rng([seed, epoch]).permutation(len(batches))[k]]
 
 
 def featurise(waves: list[np.ndarray], mel: LogMel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,7 +198,7 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     mel = LogMel(melcfg)
     train = load_bank(ds, train_items, out / "cache" / "train.npz", log=log, progress=progress)
     val = load_bank(ds, val_items, out / "cache" / "val.npz", log=log, progress=progress)
-    batches = length_batches(train, batch_seconds=cfg.batch_seconds, seed=cfg.seed)
+    batches = length_buckets([train.seconds(i) for i in range(len(train.items))], cfg.batch_seconds)
     acfg = AugmentConfig(**cfg.augment_config)
     rng0 = np.random.default_rng(cfg.seed)
     babble = [train.wave(int(i)) for i in rng0.choice(len(train_items), size=min(64, len(train_items)), replace=False)]
@@ -239,7 +219,7 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     val_idx = list(range(min(cfg.eval_items, len(val_items))))
 
     def step_loss(step: int):
-        idx = batch_at(batches, step, cfg.seed)
+        idx = bucket_at(batches, step=step, seed=cfg.seed)
         waves = []
         for k, i in enumerate(idx):
             w = train.wave(int(i))

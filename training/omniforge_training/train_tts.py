@@ -26,7 +26,7 @@ from .data.speech import load_speech
 from .data.tts_features import TTS_MEL, align_durations, utterance_features
 from .models.fastspeech import FastSpeech, TTSConfig
 from .loop import train_loop
-from .schedule import warmup_cosine
+from .schedule import bucket_at, length_buckets, warmup_cosine
 
 
 @dataclass
@@ -119,19 +119,6 @@ def losses(model: FastSpeech, batch: dict) -> dict:
             "energy_mse": ene}
 
 
-def frame_batches(rows: list[dict], batch_frames: int) -> list[np.ndarray]:
-    order = np.argsort([len(r["mel"]) for r in rows], kind="stable")
-    batches, cur = [], []
-    for i in order:
-        if cur and len(rows[int(i)]["mel"]) * (len(cur) + 1) > batch_frames:
-            batches.append(np.array(cur))
-            cur = []
-        cur.append(int(i))
-    if cur:
-        batches.append(np.array(cur))
-    return batches
-
-
 def lr_at(step: int, cfg: TTSTrainConfig) -> float:
     return warmup_cosine(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
@@ -167,7 +154,7 @@ def train_tts(cfg: TTSTrainConfig, *, on_step: Callable | None = None, log=print
                      dec_layers=cfg.dec_layers, ff_dim=cfg.ff_dim, pitch_mean=float(voiced.mean()),
                      pitch_std=float(voiced.std() + 1e-5), energy_mean=float(energy.mean()),
                      energy_std=float(energy.std() + 1e-5))
-    batches = frame_batches(train, cfg.batch_frames)
+    batches = length_buckets([len(r["mel"]) for r in train], cfg.batch_frames)
     torch.manual_seed(cfg.seed)
     model = FastSpeech(mcfg)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -176,8 +163,7 @@ def train_tts(cfg: TTSTrainConfig, *, on_step: Callable | None = None, log=print
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
 
     def step_loss(step: int):
-        epoch, k = divmod(step, len(batches))
-        idx = batches[np.random.default_rng([cfg.seed, epoch]).permutation(len(batches))[k]]
+        idx = bucket_at(batches, step=step, seed=cfg.seed)
         return losses(model, collate([train[int(i)] for i in idx], speakers, mcfg))["loss"], len(idx)
 
     result = train_loop(cfg=cfg, model=model, opt=opt, out=out, total=cfg.max_steps, lr_at=lambda s: lr_at(s, cfg),

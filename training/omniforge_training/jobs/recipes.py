@@ -49,6 +49,14 @@ def recipe(name: str):
     return register
 
 
+def _reporter(ctx: JobContext, stopped: list[bool]):
+    def on_step(r) -> bool:
+        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, **r.metrics})
+        stopped[0] = ctx.should_stop()
+        return not stopped[0]
+    return on_step
+
+
 @recipe("text-lm")
 def text_lm(ctx: JobContext) -> RecipeResult:
     """A GPT trained from scratch on a token dataset or a text file; resumes from its checkpoint."""
@@ -160,13 +168,7 @@ def caption(ctx: JobContext) -> RecipeResult:
     cfg = CaptionTrainConfig(data=str(ctx.dataset), clip=str(clip_bundle.path), tokenizer=str(tokenizer),
                              out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
     stopped = [False]
-
-    def on_step(r) -> bool:
-        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, **r.metrics})
-        stopped[0] = ctx.should_stop()
-        return not stopped[0]
-
-    summary = train_caption(cfg, on_step=on_step, log=ctx.log, progress=False)
+    summary = train_caption(cfg, on_step=_reporter(ctx, stopped), log=ctx.log, progress=False)
 
     def export(out: Path, name: str, version: str, extra: dict):
         images = load_image_text(ctx.dataset).images[:4]
@@ -210,14 +212,6 @@ def diffusion(ctx: JobContext) -> RecipeResult:
 
     return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
                         gate=("top5_concept_hit", "max"))
-
-
-def _reporter(ctx: JobContext, stopped: list[bool]):
-    def on_step(r) -> bool:
-        ctx.report(r.step, r.max_iters, r.eta_s, {"loss": r.loss, "lr": r.lr, **r.metrics})
-        stopped[0] = ctx.should_stop()
-        return not stopped[0]
-    return on_step
 
 
 @recipe("asr")
