@@ -241,7 +241,7 @@ def speech_bundles(tmp_path_factory):
     return asr.path, tts.path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")            # stopped once its module is done: the later tests run on a quiet machine
 def audio_service(speech_bundles, tmp_path_factory):
     asr, tts = speech_bundles
     port, metrics_port = free_port(), free_port()
@@ -259,7 +259,7 @@ def audio_service(speech_bundles, tmp_path_factory):
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")            # stopped once its module is done: the later tests run on a quiet machine
 def audio_gateway(audio_service, tmp_path_factory):
     import httpx
 
