@@ -152,11 +152,12 @@ def tiny_caption_bundle(tmp_path_factory, tiny_caption_run, tiny_clip_run, tiny_
 
 
 @pytest.fixture(scope="session")
-def fusion_service(tiny_clip_bundle, tiny_caption_bundle, tmp_path_factory):
+def fusion_service(tiny_clip_bundle, tiny_caption_bundle, tiny_audio_tower_bundle, tmp_path_factory):
     """The fusion service as a real process: the tiny CLIP and captioner bundles, an embedded ChromaDB."""
     port, metrics_port = free_port(), free_port()
     logs = tmp_path_factory.mktemp("logs")
     proc = Proc("omniforge_fusion.server", {"OMNIFORGE_FUSION_BUNDLE": str(tiny_clip_bundle),
+                                            "OMNIFORGE_FUSION_AUDIO_BUNDLE": str(tiny_audio_tower_bundle),
                                             "OMNIFORGE_FUSION_CAPTION_BUNDLE": str(tiny_caption_bundle),
                                             "OMNIFORGE_FUSION_PORT": str(port), "OMNIFORGE_FUSION_THREADS": "1",
                                             "OMNIFORGE_FUSION_METRICS_PORT": str(metrics_port),
@@ -283,4 +284,29 @@ def tiny_speech(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-speech")
     build_starter_speech(out, n_wiki=12, n_everyday=12, workers=1, progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_tower_run(tmp_path_factory, tiny_speech, tiny_clip_bundle) -> Path:
+    """The audio tower on the committed recognizer, trained briefly into the tiny CLIP's space."""
+    from omniforge_training.starter.speech import STARTER_ASR_DIR
+    from omniforge_training.train_audio_align import AudioAlignConfig, train_audio_align
+
+    if not (STARTER_ASR_DIR / "manifest.json").exists():
+        pytest.skip("no committed recognizer")
+    out = tmp_path_factory.mktemp("tiny-tower")
+    train_audio_align(AudioAlignConfig(data=[str(tiny_speech)], space=str(tiny_clip_bundle), asr=str(STARTER_ASR_DIR),
+                                       out=str(out), tune_layers=1, max_steps=40, batch_seconds=60, lr=2e-3,
+                                       warmup_steps=5, eval_interval=20, checkpoint_interval=20, threads=1),
+                      progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_tower_bundle(tmp_path_factory, tiny_audio_tower_run) -> Path:
+    from omniforge_training.export_audio_tower import export_audio_tower_bundle
+
+    out = tmp_path_factory.mktemp("tiny-tower-bundle")
+    export_audio_tower_bundle(tiny_audio_tower_run, out, name="tiny-audio-tower", version="1", log=lambda m: None)
     return out

@@ -141,6 +141,28 @@ def data_starter_speech(out: Path = typer.Option(Path("data/starter-speech"), he
     console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
 
 
+@app.command("starter-spoken-captions")
+def data_spoken_captions(out: Path = typer.Option(Path("data/starter-spoken-captions"), help="output folder"),
+                         images: Path = typer.Option(Path("data/starter-images"), help="the image-text set whose captions to speak"),
+                         voices_per_caption: int = typer.Option(2, help="training voices per caption"),
+                         heldout_voice: str = typer.Option("slt", help="the voice kept out of training"),
+                         workers: int = typer.Option(2, help="synthesis processes"),
+                         register: bool = typer.Option(True, help="register the dataset")):
+    """Speak the starter image captions: spoken queries for the shared space (the audio tower's data)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.data.starter_speech import build_spoken_captions
+
+    try:
+        manifest = build_spoken_captions(out, images, voices_per_caption=voices_per_caption,
+                                         heldout_voice=heldout_voice, workers=workers, log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name="starter-spoken-captions")
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
+
+
 def _registered(out: Path, name: str, manifest: dict, register: bool) -> None:
     if register:
         row = open_registry().register_dataset(out, name=name)

@@ -59,7 +59,7 @@ def models_promote(name: str, version: str,
 def bootstrap(force: bool = typer.Option(False, help="re-export even if already registered"),
               vision: bool = typer.Option(True, "--vision/--no-vision", help="also the vision starters and the "
                                           "starter search collection"),
-              audio: bool = typer.Option(True, "--audio/--no-audio", help="also the speech starters (recognizer, voice)")):
+              audio: bool = typer.Option(True, "--audio/--no-audio", help="also the speech starters (recognizer, voice, audio tower)")):
     """Export and register the committed starter models, put them in production, and index the
     starter image set for search."""
     _bootstrap_text(force)
@@ -91,6 +91,24 @@ def _bootstrap_audio(force: bool) -> None:
             voices=m["voices"], log=console.print))
     else:
         console.print("no committed text-to-speech starter: skipping it")
+    _bootstrap_audio_tower(registry, force)
+
+
+def _bootstrap_audio_tower(registry, force: bool) -> None:
+    """The audio tower, in the starter CLIP's space: registered only when that space is."""
+    from omniforge_training.export_audio_tower import export_audio_tower_bundle
+    from omniforge_training.starter.speech import STARTER_AUDIO_TOWER_DIR, STARTER_AUDIO_TOWER_NAME
+
+    if not (STARTER_AUDIO_TOWER_DIR / "manifest.json").exists():
+        console.print("no committed audio tower starter: skipping it")
+        return
+    m = json.loads((STARTER_AUDIO_TOWER_DIR / "manifest.json").read_text())
+    space = m["space"]
+    if not any(v.version == str(space["version"]) for v in registry.list_versions(space["name"])):
+        console.print(f"the audio tower joins {space['name']}:{space['version']}, which is not registered: skipping it")
+        return
+    _register_starter(registry, STARTER_AUDIO_TOWER_NAME, m["version"], force, lambda out: export_audio_tower_bundle(
+        STARTER_AUDIO_TOWER_DIR, out, name=STARTER_AUDIO_TOWER_NAME, version=m["version"], log=console.print))
 
 
 def _bootstrap_text(force: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .context import err, fail
+from .context import err, fail, open_registry
 
 app = typer.Typer(help="Train a model.", no_args_is_help=True)
 
@@ -271,6 +271,54 @@ def train_vocoder_cmd(
     except (DataError, ValueError) as e:
         fail(str(e))
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("audio-align")
+def train_audio_align_cmd(
+    data: str = typer.Option("data/starter-speech,data/starter-spoken-captions",
+                             help="comma-separated speech dataset folders"),
+    space: Optional[Path] = typer.Option(None, help="embedding bundle folder whose space to join "
+                                                      "(default: the registry's production clip-starter)"),
+    asr: Path = typer.Option(Path("training/omniforge_training/starter/asr"), help="the recognizer to start from"),
+    images: Optional[Path] = typer.Option(Path("data/starter-images"), help="image-text set for the spoken image "
+                                                                            "search test"),
+    out: Path = typer.Option(Path("runs/audio-align"), help="run folder"),
+    head_layers: int = typer.Option(1), tune_layers: int = typer.Option(2),
+    batch_seconds: float = typer.Option(200.0, help="padded audio seconds per batch"),
+    max_steps: int = typer.Option(800), lr: float = typer.Option(1e-3),
+    distill_weight: float = typer.Option(1.0, help="weight of the cosine to the sentence's own text vector"),
+    eval_interval: int = typer.Option(200), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    resume: bool = typer.Option(True, "--resume/--no-resume"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the audio tower: speech into the shared space (R@1 beside the recognizer + text tower cascade)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.train_audio_align import AudioAlignConfig, train_audio_align
+
+    if space is None:
+        from omniforge_training.starter.vision import STARTER_CLIP_NAME
+
+        space = open_registry().bundle(STARTER_CLIP_NAME).path
+    cfg = AudioAlignConfig(data=[d.strip() for d in data.split(",") if d.strip()], space=str(space), asr=str(asr),
+                           images=str(images) if images and images.exists() else "", out=str(out),
+                           head_layers=head_layers, tune_layers=tune_layers, batch_seconds=batch_seconds,
+                           max_steps=max_steps, lr=lr, distill_weight=distill_weight, eval_interval=eval_interval,
+                           seed=seed, threads=threads, resume=resume)
+    try:
+        summary = train_audio_align(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
+    except (DataError, ValueError) as e:
+        fail(str(e))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
+
+
+@app.command("package-audio-tower")
+def package_audio_tower_cmd(version: str = typer.Option(..., help="starter version to write"),
+                            run: Path = typer.Option(Path("runs/audio-align"))):
+    """Write a trained audio tower as the committed starter (fp16 safetensors + manifest)."""
+    from omniforge_training.starter.speech import STARTER_AUDIO_TOWER_DIR, package_audio_tower_starter
+
+    package_audio_tower_starter(run, version=version)
+    err.print(f"audio tower starter written to {STARTER_AUDIO_TOWER_DIR}")
 
 
 @app.command("package-speech")

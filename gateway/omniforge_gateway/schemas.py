@@ -104,6 +104,7 @@ MAX_EMBED_INPUTS = 256
 class EmbedRequest(RequestModel):
     input: StrictStr | list[StrictStr] | None = Field(None, description="a text or a list of texts")
     image: StrictStr | None = Field(None, description="a base64 image (or send a multipart `file`)")
+    audio: StrictStr | None = Field(None, description="a base64 audio clip, a spoken query (or a multipart `file`)")
     model: StrictStr | None = Field(None, description="embedding model; default: the service's first")
 
     @model_validator(mode="after")
@@ -132,6 +133,7 @@ class EmbedResponse(BaseModel):
 class SearchRequest(RequestModel):
     query: StrictStr | None = Field(None, description="search by text")
     image: StrictStr | None = Field(None, description="search by a base64 image (or send a multipart `file`)")
+    audio: StrictStr | None = Field(None, description="search by a base64 audio clip: a spoken query")
     k: StrictInt = Field(5, ge=1, le=100, description="how many results")
     collection: StrictStr | None = Field(None, description="default: the starter collection")
     model: StrictStr | None = None

@@ -30,11 +30,16 @@ def too_large(size: int, limit: int, what: str = "image", accepted: str = ACCEPT
                     f"send a smaller {what} ({accepted})")
 
 
+AUDIO_ACCEPTED = "WAV, FLAC or OGG; MP3, M4A or WebM where ffmpeg is installed"
+
+
 def decode_base64(value: str, *, field: str, limit: int) -> bytes:
     """Strict base64 (RFC 4648, standard or URL-safe alphabet), optionally as a data: URL."""
+    audio = field.split(".")[-1].startswith("audio")
+    what, accepted, kind = ("audio file", AUDIO_ACCEPTED, "audio") if audio else ("image", ACCEPTED, "image")
     value = _DATA_URL.sub("", value.strip(), count=1)
     if len(value) * 3 // 4 > limit:
-        raise too_large(len(value) * 3 // 4, limit)
+        raise too_large(len(value) * 3 // 4, limit, what, accepted)
     compact = re.sub(r"\s+", "", value)
     try:
         if "-" in compact or "_" in compact:
@@ -42,10 +47,10 @@ def decode_base64(value: str, *, field: str, limit: int) -> bytes:
         else:
             data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(400, "invalid_request", f"{field} is not valid base64; send the image file's bytes "
-                       "base64-encoded (RFC 4648), optionally as a data:image/...;base64, URL") from None
+        raise ApiError(400, "invalid_request", f"{field} is not valid base64; send the {what}'s bytes "
+                       f"base64-encoded (RFC 4648), optionally as a data:{kind}/...;base64, URL") from None
     if not data:
-        raise ApiError(400, "invalid_request", f"{field} is empty (0 bytes); send an image ({ACCEPTED})")
+        raise ApiError(400, "invalid_request", f"{field} is empty (0 bytes); send {_a(what)} ({accepted})")
     return data
 
 
@@ -58,6 +63,22 @@ async def read_upload(file, *, limit: int, what: str = "image", accepted: str = 
     if not data:
         raise ApiError(400, "invalid_request", f"the uploaded file is empty (0 bytes); send {_a(what)} ({accepted})")
     return bytes(data)
+
+
+_AUDIO_BRANDS = (b"M4A ", b"M4B ", b"mp41", b"mp42", b"isom", b"dash", b"iso5", b"iso6")
+
+
+def is_audio(data: bytes) -> bool:
+    """Whether an upload's first bytes are an audio container (WAV, FLAC, OGG, MP3, M4A, WebM):
+    how a multipart `file` that may be an image or a spoken query is told apart."""
+    head = data[:16]
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return True
+    if head[:4] in (b"fLaC", b"OggS", b"\x1aE\xdf\xa3") or head[:3] == b"ID3":
+        return True
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:     # an MPEG audio frame (JPEG is FF D8)
+        return True
+    return head[4:8] == b"ftyp" and head[8:12] in _AUDIO_BRANDS
 
 
 def _a(what: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from omniforge_training.starter import STARTER_TEXT_DIR
-from omniforge_training.starter.speech import STARTER_ASR_DIR, STARTER_TTS_DIR
+from omniforge_training.starter.speech import STARTER_ASR_DIR, STARTER_AUDIO_TOWER_DIR, STARTER_TTS_DIR
 from omniforge_training.starter.vision import STARTER_CAPTION_DIR, STARTER_CLIP_DIR, STARTER_DIFFUSION_DIR
 
 
@@ -33,6 +33,8 @@ def test_bootstrap_exports_registers_and_is_idempotent(bootstrapped):
         assert "registered asr-starter" in first.stdout and "lm:" in first.stdout
     if (STARTER_TTS_DIR / "manifest.json").exists():
         assert "registered tts-starter" in first.stdout
+    if (STARTER_AUDIO_TOWER_DIR / "manifest.json").exists() and (STARTER_CLIP_DIR / "manifest.json").exists():
+        assert "registered audio-tower-starter" in first.stdout
     again = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "bootstrap"], capture_output=True,
                            text=True, timeout=120, env=env)
     assert again.returncode == 0 and "already registered" in again.stdout
@@ -223,3 +225,35 @@ def test_the_served_diffusion_starter_follows_the_prompt(bootstrapped):
     print(f"served CLIP score {own:.3f} vs shuffled prompts {shuffled:.3f} on {len(concepts)} concepts "
           f"(training evaluation: {trained['clip_score']:.3f} vs {trained['clip_score_shuffled_prompts']:.3f})")
     assert own > shuffled + 0.01
+
+
+@pytest.mark.skipif(not (STARTER_AUDIO_TOWER_DIR / "manifest.json").exists(), reason="no committed audio tower")
+def test_the_served_audio_tower_hears_which_sentence_was_said(bootstrapped, tmp_path):
+    """Six new sentences spoken by an espeak-ng voice none of the training voices is (plain en-us):
+    through the registered tower's ONNX graph, most land nearest their own text."""
+    import shutil
+
+    from omniforge_fusion.audio_tower import AudioTowerEngine
+    from omniforge_shared.encoders import TextEmbedder
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make speech-data)")
+    env, _ = bootstrapped
+    registry, _ = _registry(env)
+    tower_bundle = registry.bundle("audio-tower-starter")
+    space = tower_bundle.manifest["space"]
+    sentences = ["The train to Boston leaves at half past seven.", "Please turn off the lights in the kitchen.",
+                 "The river flows north through the valley into the sea.", "How much does a cup of coffee cost?",
+                 "She was elected president of the national football association.",
+                 "Remind me to call my sister tomorrow."]
+    clips = []
+    for i, text in enumerate(sentences):
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(tmp_path / f"{i}.wav"), text], check=True)
+        clips.append((tmp_path / f"{i}.wav").read_bytes())
+    audio = AudioTowerEngine(tower_bundle, threads=2).embed(clips)
+    texts = TextEmbedder(registry.bundle(space["name"], space["version"]), threads=2)(sentences)
+    sims = audio @ texts.T
+    hits = int((sims.argmax(1) == np.arange(len(sentences))).sum())
+    print(f"spoken -> text top-1: {hits} of {len(sentences)}")
+    assert hits >= 3
+    assert np.diag(sims).mean() > sims[~np.eye(len(sentences), dtype=bool)].mean() + 0.1

@@ -210,3 +210,76 @@ def test_caption_refusals(http, fusion_service):
     r = http.post("/caption", json={"image": "aGk=", "num_beams": 2, "temperature": 0.7})
     assert r.status_code == 422 and "deterministic" in r.json()["error"]["message"]
     assert grpc_serving(fusion_service.address)
+
+
+# ---- spoken queries: the audio tower in the tiny CLIP's space ----------------------------------
+
+def wav(x: np.ndarray, rate: int = 16_000) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def spoken(tiny_speech):
+    from omniforge_training.data.speech import load_speech
+
+    ds = load_speech(tiny_speech)
+    return [(it["text"], wav(ds.audio(it), ds.sample_rate)) for it in ds.split("train")[:3]]
+
+
+def test_spoken_queries_embed_and_search(http, spoken, vision_gateway):
+    text, clip = spoken[0]
+    as_json = http.post("/embed", json={"audio": b64(clip)})
+    assert as_json.status_code == 200, as_json.text
+    assert as_json.json()["dimensions"] == 256
+    v = np.array(as_json.json()["data"][0]["embedding"])
+    assert abs(np.linalg.norm(v) - 1) < 1e-4
+    as_file = http.post("/embed", files={"file": ("q.wav", clip, "audio/wav")})
+    assert as_file.status_code == 200, as_file.text
+    assert np.allclose(v, as_file.json()["data"][0]["embedding"], atol=1e-5)
+    # the tower's vector is nearer its sentence's text vector than another sentence's
+    t = np.array([d["embedding"] for d in http.post("/embed", json={"input": [text, "a completely different thing"]})
+                  .json()["data"]])
+    assert t[0] @ v > t[1] @ v
+    # a user collection searched by voice: the item captioned with the spoken sentence comes first
+    items = [{"id": f"s{i}", "caption": s} for i, (s, _) in enumerate(spoken)]
+    assert http.post("/collections/spoken-test/items", json={"items": items}).status_code == 200
+    r = http.post("/search", files={"file": ("q.flac", clip)}, data={"collection": "spoken-test", "k": "3"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"]) == 3
+    r = http.post("/search", json={"audio": b64(clip), "collection": "spoken-test", "k": 3})
+    assert r.status_code == 200 and len(r.json()["results"]) == 3
+    # the SDK: audio= beside input= / query= and image=
+    from omniforge_sdk import Client
+
+    with Client(base_url=vision_gateway.url) as client:
+        assert np.allclose(client.embeddings.create(audio=clip).vectors[0], v, atol=1e-5)
+        assert [h.id for h in client.search(audio=clip, collection="spoken-test", k=3)] == \
+            [h["id"] for h in r.json()["results"]]
+        with pytest.raises(ValueError, match="exactly one of"):
+            client.search(query="x", audio=clip)
+
+
+@pytest.mark.parametrize("label, data, status, says", [
+    ("not audio", b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk", 415, "audio:"),
+    ("silence", None, 400, "silent"),
+    ("too long", None, 413, "at most 60 s"),
+    ("8 channels", None, 400, "channels"),
+])
+def test_bad_spoken_queries_get_4xx(http, fusion_service, label, data, status, says):
+    if label == "silence":
+        data = wav(np.zeros(16_000, np.float32))
+    elif label == "too long":
+        data = wav(np.random.default_rng(0).standard_normal(16_000 * 61).astype(np.float32) * 0.1)
+    elif label == "8 channels":
+        data = wav(np.random.default_rng(0).standard_normal((8_000, 8)).astype(np.float32) * 0.1)
+    for send in ("file", "json"):
+        r = (http.post("/embed", files={"file": ("q.wav", data)}) if send == "file"
+             else http.post("/embed", json={"audio": b64(data)}))
+        assert r.status_code == status, (label, send, r.text)
+        assert says in r.json()["error"]["message"], (label, r.text)
+    assert grpc_serving(fusion_service.address)
+    assert http.post("/embed", json={"audio": "", "input": "x"}).status_code == 422

@@ -170,3 +170,26 @@ def test_the_starter_speech_corpus_is_synthesised_with_a_held_out_voice(tmp_path
     assert all(it["transcript"] == transcript(it["text"]) and it["transcript"].replace(" ", "").replace("'", "").isalpha()
                for it in ds.items)
     assert len({it["speaker"] for it in ds.items}) >= 4
+
+
+def test_the_image_captions_are_spoken_with_the_image_sets_split(tmp_path, tiny_images):
+    """The audio tower's queries: each concept's caption spoken, its split that of the image set."""
+    from omniforge_training.data.starter_speech import build_spoken_captions
+
+    every = json.loads((tiny_images / "concepts.json").read_text())
+    concepts = [c for c in every if c["split"] != "test"][:3] + [c for c in every if c["split"] == "test"][:1]
+    images = tmp_path / "images"                   # the builder reads only the image set's concepts.json
+    images.mkdir()
+    (images / "concepts.json").write_text(json.dumps(concepts))
+    card = build_spoken_captions(tmp_path / "sc", images, workers=1, progress=False, log=lambda m: None)
+    ds = load_speech(tmp_path / "sc")
+    assert card["name"] == "starter-spoken-captions" and card["split"]["heldout_speakers"] == ["slt"]
+    by_id = {c["id"]: c for c in concepts}
+    for it in ds.items:
+        c = by_id[it["concept"]]
+        assert it["split"] == c["split"] and it["seconds"] > 0.3
+        assert it["text"] in (c["heldout_captions"] if c["split"] == "test" else c["captions"])
+        assert it["speaker"] != "slt" or c["split"] == "test"
+    assert any(it["speaker"] == "slt" for it in ds.items)          # the held-out voice speaks the test concepts
+    with pytest.raises(DataError, match="starter-images"):
+        build_spoken_captions(tmp_path / "x", tmp_path, progress=False, log=lambda m: None)

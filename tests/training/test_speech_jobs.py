@@ -1,4 +1,4 @@
-"""The `vocoder`, `tts` and `asr` recipes as training jobs (in-process, as a worker runs them): each
+"""The `vocoder`, `tts`, `asr` and `audio-align` recipes as training jobs (in-process, as a worker runs them): each
 trains, exports, writes its model card, registers, and the tts recipe voices itself with the
 registered vocoder."""
 import pytest
@@ -20,7 +20,7 @@ def home(tmp_path, monkeypatch, tiny_speech):
     registry.close()
 
 
-def test_speech_recipes_register_bundles(home):
+def test_speech_recipes_register_bundles(home, tiny_clip_bundle):
     from omniforge_shared.jobs.store import JobStore
     from omniforge_training.jobs.pipeline import run_job
 
@@ -44,6 +44,19 @@ def test_speech_recipes_register_bundles(home):
     assert [v["id"] for v in voice.manifest["voices"]] == ["joe"]
     asr = home.bundle("asr-job", "1")
     assert asr.task == "speech-recognition" and asr.has("acoustic-model") and not asr.has("language-model")
+    assert asr.has("weights")
+    # the audio tower starts from that recognizer's encoder and joins a registered CLIP's space
+    home.register_bundle(tiny_clip_bundle)
+    job = store.create(recipe="audio-align", dataset="tiny-speech", resources={"queue": "cpu"},
+                       params=dict(clip_model="tiny-clip", asr_model="asr-job", tune_layers=1, batch_seconds=30,
+                                   max_steps=3, warmup_steps=1, eval_interval=0, checkpoint_interval=2, threads=1),
+                       model_name="tower-job", max_steps=3)
+    run_job(job.id)
+    assert store.get(job.id).state == "succeeded", store.get(job.id).error
+    tower = home.bundle("tower-job", "1")
+    assert tower.task == "audio-embedding" and tower.manifest["space"] == {"name": "tiny-clip", "version": "1"}
+    assert tower.manifest["asr_model"] == {"name": "asr-job", "version": "1"}
+    assert "heldout_voice_tower_r1" in tower.manifest["metrics"] and (tower.path / "MODEL_CARD.md").exists()
 
 
 def test_a_recognizer_can_be_trained_further_from_its_weights(tmp_path, tiny_speech):

@@ -105,7 +105,12 @@ def export_asr_bundle(run_dir: Path, out: Path, *, name: str, version: str, held
     log(f"onnx parity: log-probs {parity:.1e} (tolerance {PARITY_TOLERANCE:g})")
     if not parity < PARITY_TOLERANCE or got_lens.tolist() != ref_lens.tolist():
         raise RuntimeError(f"exported recognizer differs from torch by {parity:.2e}")
-    files = {"asr.onnx": "acoustic-model"}
+    import shutil
+
+    # the torch weights too: the audio tower (`audio-align`) starts from the recognizer's encoder
+    shutil.copy(run_dir / "model.safetensors", out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "mel": mel.to_dict()}, indent=2))
+    files = {"asr.onnx": "acoustic-model", "model.safetensors": "weights", "config.json": "config"}
     lm_info = {}
     if with_lm:
         lm_info = build_lm(out, set(heldout), log=log)

@@ -17,10 +17,9 @@ from omniforge_proto.v1 import audio_pb2, common_pb2
 from ..deps import AudioDep, SettingsDep
 from ..errors import ApiError
 from ..schemas import SpeechRequest, TranscribeRequest, TranscribeResponse, VoicesResponse
-from ..uploads import decode_base64, parse_body
+from ..uploads import AUDIO_ACCEPTED, decode_base64, parse_body
 
 router = APIRouter(tags=["audio"])
-AUDIO_ACCEPTED = "WAV, FLAC or OGG; MP3, M4A or WebM where ffmpeg is installed"
 MAX_TEXT_CHARS = 20_000
 CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "pcm": "audio/L16"}
 

@@ -104,18 +104,23 @@ def _speech_body(text, voice, speed, format, model) -> dict:
     return body
 
 
-def _embed_body(input, image, model) -> dict:
-    if (input is None) == (image is None):
-        raise ValueError("give exactly one of input= (a text or a list of texts) or image= (bytes or a path)")
-    body = {"input": input} if input is not None else {"image": _image_b64(image)}
-    return {**body, **({"model": model} if model else {})}
+def _one_of(text_name: str, text, image, audio) -> dict:
+    given = [x is not None for x in (text, image, audio)]
+    if sum(given) != 1:
+        raise ValueError(f"give exactly one of {text_name}= (text), image= (bytes or a path) or audio= "
+                         "(a spoken query: bytes or a path)")
+    if text is not None:
+        return {text_name: text}
+    return {"image": _image_b64(image)} if image is not None else {"audio": _image_b64(audio)}
 
 
-def _search_body(query, image, k, collection, model) -> dict:
-    if (query is None) == (image is None):
-        raise ValueError("give exactly one of query= (text) or image= (bytes or a path)")
-    body = {"query": query} if query is not None else {"image": _image_b64(image)}
-    return {**body, "k": k, **({"collection": collection} if collection else {}), **({"model": model} if model else {})}
+def _embed_body(input, image, model, audio=None) -> dict:
+    return {**_one_of("input", input, image, audio), **({"model": model} if model else {})}
+
+
+def _search_body(query, image, k, collection, model, audio=None) -> dict:
+    return {**_one_of("query", query, image, audio), "k": k, **({"collection": collection} if collection else {}),
+            **({"model": model} if model else {})}
 
 
 def _items_body(items: list[dict]) -> dict:
@@ -156,8 +161,11 @@ class _Embeddings:
     def __init__(self, client: "Client") -> None:
         self._client = client
 
-    def create(self, *, input: str | list[str] | None = None, image=None, model: str | None = None) -> Embeddings:
-        return Embeddings.from_json(self._client._request("POST", "/embed", json=_embed_body(input, image, model)).json())
+    def create(self, *, input: str | list[str] | None = None, image=None, audio=None,
+               model: str | None = None) -> Embeddings:
+        """Texts, an image or a spoken query (audio bytes or a path) -> unit vectors in the shared space."""
+        return Embeddings.from_json(self._client._request("POST", "/embed",
+                                                          json=_embed_body(input, image, model, audio)).json())
 
 
 class _Collections:
@@ -277,10 +285,10 @@ class Client:
         except httpx.TransportError as e:
             raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
 
-    def search(self, *, query: str | None = None, image=None, k: int = 5, collection: str | None = None,
+    def search(self, *, query: str | None = None, image=None, audio=None, k: int = 5, collection: str | None = None,
                model: str | None = None) -> list[SearchResult]:
-        """The k items of a collection (default: the starter one) nearest to a text or an image."""
-        body = _search_body(query, image, k, collection, model)
+        """The k items of a collection (default: the starter one) nearest to a text, an image or a spoken query."""
+        body = _search_body(query, image, k, collection, model, audio)
         return [SearchResult(**r) for r in self._request("POST", "/search", json=body).json()["results"]]
 
     def caption(self, *, image, prompt: str | None = None, max_tokens: int | None = None,
@@ -394,9 +402,9 @@ class _AsyncEmbeddings:
     def __init__(self, client: "AsyncClient") -> None:
         self._client = client
 
-    async def create(self, *, input: str | list[str] | None = None, image=None,
+    async def create(self, *, input: str | list[str] | None = None, image=None, audio=None,
                      model: str | None = None) -> Embeddings:
-        r = await self._client._request("POST", "/embed", json=_embed_body(input, image, model))
+        r = await self._client._request("POST", "/embed", json=_embed_body(input, image, model, audio))
         return Embeddings.from_json(r.json())
 
 
@@ -499,9 +507,9 @@ class AsyncClient:
     async def voices(self) -> list[Voice]:
         return [Voice(**v) for v in (await self._request("GET", "/voices")).json()["voices"]]
 
-    async def search(self, *, query: str | None = None, image=None, k: int = 5, collection: str | None = None,
-                     model: str | None = None) -> list[SearchResult]:
-        body = _search_body(query, image, k, collection, model)
+    async def search(self, *, query: str | None = None, image=None, audio=None, k: int = 5,
+                     collection: str | None = None, model: str | None = None) -> list[SearchResult]:
+        body = _search_body(query, image, k, collection, model, audio)
         return [SearchResult(**r) for r in (await self._request("POST", "/search", json=body)).json()["results"]]
 
     async def close(self) -> None:

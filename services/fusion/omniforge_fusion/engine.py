@@ -19,6 +19,10 @@ class InvalidInput(ValueError):
     """An input the engine cannot embed; the message says what to send instead."""
 
 
+class AudioUnavailable(LookupError):
+    """Audio was sent to a model that has no audio tower aligned to it."""
+
+
 class EmbeddingEngine:
     backend_name = "onnxruntime"
 
@@ -50,13 +54,23 @@ class EmbeddingEngine:
         """RGB PIL images or uint8 (H, W, 3) arrays -> (N, D)."""
         return self.image_tower(images) if images else np.zeros((0, self.dimensions), np.float32)
 
-    def embed(self, inputs: list[tuple[str, object]]) -> np.ndarray:
-        """[("text", str) | ("image", bytes)] -> (N, D) in the same order."""
+    def embed(self, inputs: list[tuple[str, object]], audio=None) -> np.ndarray:
+        """[("text", str) | ("image", bytes) | ("audio", bytes)] -> (N, D) in the same order.
+
+        `audio`: the audio tower aligned to this model (bytes list -> vectors); without one, audio
+        inputs are refused with `AudioUnavailable`."""
         out = np.zeros((len(inputs), self.dimensions), np.float32)
         texts = [(i, v) for i, (k, v) in enumerate(inputs) if k == "text"]
         images = [(i, v) for i, (k, v) in enumerate(inputs) if k == "image"]
-        if len(texts) + len(images) != len(inputs):
-            raise InvalidInput("every input must be a text or an image")
+        clips = [(i, v) for i, (k, v) in enumerate(inputs) if k == "audio"]
+        if len(texts) + len(images) + len(clips) != len(inputs):
+            raise InvalidInput("every input must be a text, an image or an audio clip")
+        if clips:
+            if audio is None:
+                raise AudioUnavailable(f"no audio tower is served for {self.bundle.name}:{self.bundle.version}; "
+                                       "train one with `omniforge train audio-align` (or run `omniforge bootstrap` "
+                                       "for the starter's), or send text or an image")
+            out[[i for i, _ in clips]] = audio([v for _, v in clips])
         if texts:
             out[[i for i, _ in texts]] = self.embed_texts([v for _, v in texts])
         if images:

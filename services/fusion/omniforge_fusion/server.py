@@ -12,13 +12,14 @@ from omniforge_shared.logs import setup_logging
 from omniforge_shared.metrics import Metrics
 from omniforge_shared.settings import load_settings
 
+from .audio_tower import AudioTowerEngine
 from .captioner import CaptionEngine
 from .engine import EmbeddingEngine
 from .index import SearchIndex
 from .servicer import FusionServicer
 from .settings import FusionServiceSettings
 
-TASKS = ("embedding", "image-caption")
+TASKS = ("embedding", "image-caption", "audio-embedding")
 SERVICE_NAME = fusion_pb2.DESCRIPTOR.services_by_name["FusionService"].full_name
 
 
@@ -34,9 +35,15 @@ def load_captioner(bundle: Bundle, pool: serving.ModelPool) -> CaptionEngine:
                          limits=ImageLimits(max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels))
 
 
+def load_audio_tower(bundle: Bundle, pool: serving.ModelPool) -> AudioTowerEngine:
+    s: FusionServiceSettings = pool.settings
+    return AudioTowerEngine(bundle, threads=s.threads, max_bytes=s.max_audio_bytes, max_seconds=s.max_audio_seconds)
+
+
 def make_pool(settings: FusionServiceSettings) -> serving.ModelPool:
     return serving.ModelPool(settings, task=TASKS, metrics=Metrics("fusion"),
-                             engine_factory={"embedding": load_engine, "image-caption": load_captioner})
+                             engine_factory={"embedding": load_engine, "image-caption": load_captioner,
+                                             "audio-embedding": load_audio_tower})
 
 
 def load_models(pool: serving.ModelPool, settings: FusionServiceSettings) -> None:
@@ -46,6 +53,8 @@ def load_models(pool: serving.ModelPool, settings: FusionServiceSettings) -> Non
     pool.load_configured()
     if settings.caption_bundle is not None:
         pool.load(load_bundle(settings.caption_bundle))
+    if settings.audio_bundle is not None:
+        pool.load(load_bundle(settings.audio_bundle))
 
 
 def open_index(settings: FusionServiceSettings) -> SearchIndex:

@@ -7,21 +7,24 @@ import json
 import grpc
 
 from omniforge_proto.v1 import common_pb2, fusion_pb2, fusion_pb2_grpc
+from omniforge_shared.audio import AudioError
 from omniforge_shared.serving import ModelNotFound, ModelPool, label_call, list_models_reply
 
 from .captioner import CaptionParams
-from .engine import EmbeddingEngine, InvalidInput
+from .engine import AudioUnavailable, EmbeddingEngine, InvalidInput
 from .index import (STARTER_COLLECTION, InvalidIndexRequest, NotFound, SearchIndex, StaleCollection,
                     parse_metadata)
 
 STATUS = {InvalidInput: grpc.StatusCode.INVALID_ARGUMENT, InvalidIndexRequest: grpc.StatusCode.INVALID_ARGUMENT,
-          NotFound: grpc.StatusCode.NOT_FOUND, StaleCollection: grpc.StatusCode.FAILED_PRECONDITION}
+          NotFound: grpc.StatusCode.NOT_FOUND, StaleCollection: grpc.StatusCode.FAILED_PRECONDITION,
+          AudioUnavailable: grpc.StatusCode.FAILED_PRECONDITION}
+AUDIO_TASK = "audio-embedding"
 
 
 def _input(msg: fusion_pb2.EmbedInput, index: int) -> tuple[str, object]:
     kind = msg.WhichOneof("kind")
     if kind is None:
-        raise InvalidInput(f"input {index} is empty; send a text or an image")
+        raise InvalidInput(f"input {index} is empty; send a text, an image or audio")
     return kind, getattr(msg, kind)
 
 
@@ -33,6 +36,9 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
         """Runs blocking work off the event loop; maps our errors to gRPC statuses."""
         try:
             return await asyncio.to_thread(fn, *args)
+        except AudioError as e:             # the audio decoder says which HTTP status fits (413, 415, 400)
+            context.set_trailing_metadata((("http-status", str(e.status)),))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"audio: {e}")
         except tuple(STATUS) as e:
             await context.abort(STATUS[type(e)], str(e))
 
@@ -43,6 +49,17 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         label_call(model=loaded.name, version=loaded.version)
         return loaded
+
+    def audio_tower(self, loaded):
+        """The served audio tower aligned to this embedding model and version, if any: -> embed fn."""
+        for m in self.pool.models.values():
+            if m.bundle.task == AUDIO_TASK and m.engine.space == (loaded.name, loaded.version):
+                return m.engine.embed
+        return None
+
+    def _embed(self, loaded, inputs: list[tuple[str, object]]):
+        audio = self.audio_tower(loaded) if any(k == "audio" for k, _ in inputs) else None
+        return loaded.engine.embed(inputs, audio=audio)
 
     def _count(self, n: int, what: str) -> None:
         if n == 0:
@@ -70,7 +87,7 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
 
         def run():
             self._count(len(request.inputs), "inputs")
-            return engine.embed([_input(m, i) for i, m in enumerate(request.inputs)])
+            return self._embed(loaded, [_input(m, i) for i, m in enumerate(request.inputs)])
 
         vectors = await self._call(context, run)
         return fusion_pb2.EmbedResponse(embeddings=[common_pb2.Embedding(values=v.tolist()) for v in vectors],
@@ -82,7 +99,7 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
         def run():
             self._count(len(request.candidates), "candidates")
             inputs = [_input(request.query, 0)] + [_input(m, i + 1) for i, m in enumerate(request.candidates)]
-            v = loaded.engine.embed(inputs)
+            v = self._embed(loaded, inputs)
             return v[1:] @ v[0]
 
         scores = await self._call(context, run)
@@ -93,7 +110,7 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
         collection = request.collection or STARTER_COLLECTION
 
         def run():
-            query = loaded.engine.embed([_input(request.query, 0)])[0]
+            query = self._embed(loaded, [_input(request.query, 0)])[0]
             return self.index.search(collection, query, k=request.k or 5, model=(loaded.name, loaded.version))
 
         hits = await self._call(context, run)

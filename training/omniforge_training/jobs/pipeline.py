@@ -118,6 +118,12 @@ def run_job(job_id: str) -> dict:
                     for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
             log("evaluation on held-out data: " + (", ".join(f"{k} {v:.4f}" for k, v in flat.items()
                                                              if isinstance(v, float)) or "none (no test split)"))
+        elif summary.get("recipe") == "audio-align":
+            q = summary["quality"]
+            log("evaluation on held-out data (audio -> text R@1, the tower beside the recognizer cascade): " + "; ".join(
+                f"{g} {q[g]['tower']['r1']:.3f} vs {q[g]['cascade']['r1']:.3f}" for g in ("all", "heldout_voice",
+                                                                                       "training_voices") if q.get(g))
+                or "none (no test split)")
         elif "quality" in summary:
             log("evaluation on held-out data: " + "; ".join(
                 f"{split} BLEU-4 {q['bleu4']:.1f} CIDEr-D {q['cider_d']:.3f} exact {q['exact_match']:.3f}"

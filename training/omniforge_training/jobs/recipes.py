@@ -280,6 +280,45 @@ def tts(ctx: JobContext) -> RecipeResult:
                         gate=("tts_val_mel_l1", "min"))
 
 
+@recipe("audio-align")
+def audio_align(ctx: JobContext) -> RecipeResult:
+    """The audio tower: a registered recognizer's encoder trained into a registered embedding
+    model's space; its bundle names that model, and the fusion service serves them together."""
+    from ..export_audio_tower import export_audio_tower_bundle
+    from ..train_audio_align import AudioAlignConfig, train_audio_align
+
+    p = validate_params("audio-align", ctx.params)
+    if ctx.registry is None:
+        raise ValueError("the audio-align recipe needs the registry to find its embedding model and recognizer")
+    cname, _, cversion = p.clip_model.partition(":")
+    clip_bundle = ctx.registry.bundle(cname, cversion or None)
+    aname, _, aversion = p.asr_model.partition(":")
+    asr_bundle = ctx.registry.bundle(aname, aversion or None)
+    if not asr_bundle.has("weights"):
+        raise ValueError(f"{asr_bundle.name}:{asr_bundle.version} has no torch weights to start from; "
+                         "register it with a current `omniforge` (the export now bundles them)")
+    extra = [ctx.registry.dataset_path(n, v or None) for n, _, v in (d.partition(":") for d in p.extra_datasets)]
+    images = ""
+    if p.images_dataset:
+        iname, _, iversion = p.images_dataset.partition(":")
+        images = str(ctx.registry.dataset_path(iname, iversion or None))
+    fields = p.model_dump(exclude={"promote", "threads", "clip_model", "asr_model", "extra_datasets",
+                                   "images_dataset"})
+    cfg = AudioAlignConfig(data=[str(ctx.dataset), *map(str, extra)], space=str(clip_bundle.path),
+                           asr=str(asr_bundle.path), images=images, out=str(ctx.work_dir / "run"),
+                           threads=p.threads or 2, **fields)
+    stopped = [False]
+    summary = train_audio_align(cfg, on_step=_reporter(ctx, stopped), log=ctx.log, progress=False)
+
+    def export(out: Path, name: str, version: str, extra: dict):
+        return export_audio_tower_bundle(Path(cfg.out), out, name=name, version=version, log=ctx.log,
+                                         extra={**extra, "asr_model": {"name": asr_bundle.name,
+                                                                       "version": asr_bundle.version}})
+
+    return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
+                        gate=("heldout_voice_tower_r1", "max"))
+
+
 def run_recipe(name: str, ctx: JobContext) -> RecipeResult:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; available: {sorted(RECIPES)}")

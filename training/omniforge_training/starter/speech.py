@@ -100,3 +100,36 @@ def package_tts_starter(tts_run: Path, vocoder_run: Path, dataset_dir: Path, *, 
         manifest["examples"] = evaluation["tts"].get("examples", [])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+STARTER_AUDIO_TOWER_DIR = Path(__file__).parent / "audio_tower"
+STARTER_AUDIO_TOWER_NAME = "audio-tower-starter"
+
+
+def package_audio_tower_starter(run_dir: Path, *, version: str, out: Path = STARTER_AUDIO_TOWER_DIR) -> dict:
+    """The audio tower in the starter CLIP's space: fp16 weights, its config (which names that
+    space), the summary with its retrieval numbers, and a manifest."""
+    import torch
+
+    from ..checkpoint import save_weights
+    from ..export_audio_tower import load_audio_tower
+
+    run_dir, out = Path(run_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tower, config = load_audio_tower(run_dir)
+    save_weights(out / "model.safetensors", tower, dtype=torch.float16)
+    where = {"data": ["data/starter-speech", "data/starter-spoken-captions"], "images": "data/starter-images",
+             "space": "the registered clip-starter", "asr": "training/omniforge_training/starter/asr",
+             "out": "runs/audio-align"}
+    config["train"].update(where)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"].update(where)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    manifest = {"name": STARTER_AUDIO_TOWER_NAME, "version": version, "recipe": "audio-align",
+                "space": config["space"], "config": config, "quality": summary["quality"],
+                "wall_s": summary["wall_s"], "steps": summary["steps"], "params": summary["params"],
+                "trained_params": summary["trained_params"], "datasets": summary["datasets"],
+                "weights_dtype": "float16"}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
