@@ -73,7 +73,7 @@ def test_submit_watch_and_get_a_registered_model(stack):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"recipe": "gan", "dataset": "hamlet"}, "unknown recipe 'gan'; available: ['asr', 'caption', 'clip', 'diffusion', 'text-lm', 'text-lora', 'tts', 'vocoder']"),
+    ({"recipe": "gan", "dataset": "hamlet"}, "unknown recipe 'gan'; available: ['asr', 'audio-align', 'caption', 'clip', 'diffusion', 'text-lm', 'text-lora', 'tts', 'vocoder']"),
     ({"recipe": "text-lm", "dataset": "nope"}, "unknown dataset 'nope'; registered datasets: ['hamlet']"),
     ({"recipe": "text-lm", "dataset": "hamlet", "params": {"n_layer": 100}},
      "params.n_layer: Input should be less than or equal to 48"),

@@ -145,7 +145,7 @@ def test_the_cli_builds_and_registers_a_speech_dataset(tmp_path):
     assert "registered dataset lj:1" in run.stdout and '"utterances": 2' in run.stdout
     bad = subprocess.run([sys.executable, "-m", "omniforge_cli.main", "data", "speech", str(tmp_path / "nowhere"),
                           "--name", "x", "--out", str(tmp_path / "x")], capture_output=True, text=True, env=env)
-    assert bad.returncode != 0 and "does not exist" in bad.stderr + bad.stdout
+    assert bad.returncode != 0 and "does not exist" in " ".join((bad.stderr + bad.stdout).split())
 
 
 def test_the_starter_speech_corpus_is_synthesised_with_a_held_out_voice(tmp_path):

@@ -77,7 +77,7 @@ def test_similarity_and_models_over_grpc(fusion_service, tiny_images):
         assert models[0].name == "tiny-clip" and models[0].task == "embedding"
         with pytest.raises(grpc.RpcError) as e:
             stub.Embed(fusion_pb2.EmbedRequest(inputs=[fusion_pb2.EmbedInput()]))
-        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "send a text or an image" in e.value.details()
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "send a text, an image or audio" in e.value.details()
         with pytest.raises(grpc.RpcError) as e:
             stub.Embed(fusion_pb2.EmbedRequest(model=common_pb2.ModelRef(name="nope"),
                                                inputs=[fusion_pb2.EmbedInput(text="x")]))
