@@ -173,6 +173,19 @@ def retrieval(queries: np.ndarray, truth: np.ndarray, candidates: np.ndarray) ->
             "median_rank": float(np.median(ranks)), "queries": int(len(queries)), "candidates": int(len(candidates))}
 
 
+def sentence_retrieval(queries: np.ndarray, items: list[dict], vectors: np.ndarray, index: dict) -> dict:
+    """Each query (the vector of items[k]) ranked against the text vectors of the sentences those
+    items say -> R@1, R@5, median rank and the mean cosine to its own sentence."""
+    if not items:
+        return {}
+    cand = sorted({index[sentence_key(it)] for it in items})
+    pos = {c: j for j, c in enumerate(cand)}
+    truth = np.array([pos[index[sentence_key(it)]] for it in items])
+    r = retrieval(queries, truth, vectors[cand])
+    r["mean_cosine"] = round(float((queries * vectors[[cand[t] for t in truth]]).sum(1).mean()), 4)
+    return r
+
+
 def lr_at(step: int, cfg: AudioAlignConfig) -> float:
     return warmup_cosine(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
@@ -273,13 +286,7 @@ def train_audio_align(cfg: AudioAlignConfig, *, on_step: Callable | None = None,
             return {}
         sel = [k for k, it in enumerate(splits[s]) if keep(it)]
         emb = embed_encoded(tower, encoded[s], upto)[sel]
-        cand = sorted({index[sentence_key(splits[s][k])] for k in sel})
-        pos = {c: j for j, c in enumerate(cand)}
-        truth = np.array([pos[index[sentence_key(splits[s][k])]] for k in sel])
-        r = retrieval(emb, truth, vectors[cand])
-        if r:
-            r["mean_cosine"] = round(float((emb * vectors[[cand[t] for t in truth]]).sum(1).mean()), 4)
-        return r
+        return sentence_retrieval(emb, [splits[s][k] for k in sel], vectors, index)
 
     def evaluate(step: int) -> dict:
         r = split_retrieval("val")
@@ -325,13 +332,9 @@ def evaluate_test(tower: AudioTower, upto: int, items: list[dict], banks: list[A
         sel = [k for k, it in enumerate(items) if keep(it)]
         if not sel:
             return {}
-        cand = sorted({index[sentence_key(items[k])] for k in sel})
-        pos = {c: j for j, c in enumerate(cand)}
-        truth = np.array([pos[index[sentence_key(items[k])]] for k in sel])
-        tower_r = retrieval(emb[sel], truth, vectors[cand])
-        tower_r["mean_cosine"] = round(float((emb[sel] * vectors[[cand[t] for t in truth]]).sum(1).mean()), 4)
-        casc = retrieval(cascade[sel], truth, vectors[cand])
-        casc["mean_cosine"] = round(float((cascade[sel] * vectors[[cand[t] for t in truth]]).sum(1).mean()), 4)
+        said = [items[k] for k in sel]
+        tower_r = sentence_retrieval(emb[sel], said, vectors, index)
+        casc = sentence_retrieval(cascade[sel], said, vectors, index)
         return {"tower": tower_r, "cascade": casc,
                 "r1_ratio_tower_to_cascade": round(tower_r["r1"] / casc["r1"], 3) if casc["r1"] else None}
 
