@@ -4,6 +4,7 @@
                          (greedy and with the LM)
   tts_intelligibility    our recognizer's WER on speech our voice synthesised for the test sentences,
                          beside its WER on the teacher's own recordings of the same sentences
+                         (`tts_intelligibility_per_voice`: every voice, each beside its own teacher)
   listen                 sample WAVs and a spectrogram figure (synthesised vs reference) for the model card
 """
 from __future__ import annotations
@@ -95,10 +96,20 @@ def tune_lm(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit: i
     return {"split": split, "utterances": len(items), "best": best, "greedy": greedy, "grid": results}
 
 
+def _voiced_f0(x: np.ndarray, rate: int) -> np.ndarray:
+    """F0 (Hz) of the voiced frames: whether a voice is pitched like its teacher."""
+    from omniforge_training.data.tts_features import yin_f0
+
+    f = yin_f0(x, rate, 256, n_frames=max(1, len(x) // 256))
+    return f[f > 0] if (f > 0).any() else np.zeros(1, np.float32)
+
+
 def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voice: str = "",
-                        teacher: str = "joe", threads: int = 2, limit: int | None = None, progress: bool = True) -> dict:
+                        teacher: str = "", threads: int = 2, limit: int | None = None, progress: bool = True,
+                        engines: tuple | None = None) -> dict:
     """WER of our recognizer on our voice's speech for the teacher's test sentences, and on the
-    teacher's own recordings of them (the reference the goal compares with)."""
+    teacher's own recordings of them (the reference the goal compares with). The teacher of a
+    voice is the dataset speaker it was trained on (the same id) unless named."""
     from omniforge_audio.tts import TTSEngine
     from omniforge_shared.bundle import load_bundle
 
@@ -106,29 +117,68 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
     from omniforge_training.train_asr import error_rates, transcript_of
 
     ds = load_speech(Path(dataset_dir))
-    tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=threads)
-    asr = _asr(asr_bundle, threads)
+    tts, asr = engines or (TTSEngine(load_bundle(Path(tts_bundle)), threads=threads), _asr(asr_bundle, threads))
+    voice = voice or tts.default_voice
+    teacher = teacher or voice
     items = [it for it in ds.split("test") if it["speaker"] == teacher][:limit]
+    if not items:
+        raise ValueError(f"the test split of {dataset_dir} has no recordings by {teacher!r} to compare with")
     if progress:
         from tqdm import tqdm
-        items = tqdm(items, desc="tts eval", unit="utt")
-    refs, ours, theirs, seconds = [], [], [], 0.0
+        items = tqdm(items, desc=f"tts eval {voice}", unit="utt")
+    refs, ours, theirs, seconds, f0 = [], [], [], 0.0, ([], [])
     for it in items:
         wave = np.concatenate([c.pcm for c in tts.synthesize(it["spoken"], voice)])
         seconds += len(wave) / tts.sample_rate
         refs.append(transcript_of(it))
         ours.append(asr.transcribe(_prep(wave, tts.sample_rate)).text)
         theirs.append(asr.transcribe(_prep(ds.audio(it), ds.sample_rate)).text)
-    asr.stop()
+        f0[0].append(_voiced_f0(wave, tts.sample_rate))
+        f0[1].append(_voiced_f0(ds.audio(it), ds.sample_rate))
+    if engines is None:
+        asr.stop()
     o, t = error_rates(refs, ours), error_rates(refs, theirs)
-    return {"voice": voice or tts.default_voice, "teacher": teacher, "ours": o, "teacher_recordings": t,
+    return {"voice": voice, "teacher": teacher, "ours": o, "teacher_recordings": t,
             "wer_gap_points": round(100 * (o.get("wer", 1) - t.get("wer", 1)), 2), "seconds": round(seconds, 1),
+            "median_f0_hz": {"ours": round(float(np.median(np.concatenate(f0[0]))), 1),
+                             "teacher": round(float(np.median(np.concatenate(f0[1]))), 1)},
             "examples": [{"ref": r, "ours": a, "teacher": b} for r, a, b in list(zip(refs, ours, theirs))[:8]]}
 
 
-def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3, teacher: str = "joe") -> list[Path]:
-    """Writes n sample WAVs of our voice (16-bit, 22,050 Hz) and spectrograms.png (ours over the
-    teacher's recording of the same test sentence)."""
+def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voices: list[str] | None = None,
+                                  threads: int = 2, limit: int | None = None, progress: bool = True) -> dict:
+    """`tts_intelligibility` for every voice of the bundle (or those named), each beside its own
+    teacher; the default voice's numbers stay at the top level."""
+    from omniforge_audio.tts import TTSEngine
+    from omniforge_shared.bundle import load_bundle
+
+    tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=threads)
+    asr = _asr(asr_bundle, threads)
+    voices = voices or [v["id"] for v in tts.voices]
+    per, unmeasured = {}, {}
+    try:
+        for v in voices:
+            try:
+                per[v] = tts_intelligibility(tts_bundle, asr_bundle, dataset_dir, voice=v, limit=limit,
+                                             progress=progress, engines=(tts, asr))
+            except ValueError as e:            # no recordings of its teacher to compare with
+                unmeasured[v] = str(e)
+    finally:
+        asr.stop()
+    if not per:
+        raise ValueError("; ".join(unmeasured.values()))
+    default = per.get(tts.default_voice) or next(iter(per.values()))
+    gaps = {v: r["wer_gap_points"] for v, r in per.items()}
+    keep = ("teacher", "ours", "teacher_recordings", "wer_gap_points", "seconds", "median_f0_hz")
+    return {**default, "per_voice": {v: {k: r[k] for k in keep} | {"examples": r["examples"][:2]} for v, r in per.items()},
+            "unmeasured": unmeasured, "worst_gap_points": max(gaps.values()),
+            "voices_within_3_points": sum(g <= 3 for g in gaps.values())}
+
+
+def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3) -> list[Path]:
+    """Writes n sample WAVs of the default voice (16-bit, 22,050 Hz) and spectrograms.png (ours over
+    the teacher's recording of the same test sentence); a multi-speaker voice adds one sample per
+    other voice (`voice_<id>.wav`) and voices.png, each voice over its own teacher."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,21 +196,39 @@ def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3, teache
     tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    items = [it for it in ds.split("test") if it["speaker"] == teacher][:n]
-    fig, axes = plt.subplots(2, n, figsize=(5 * n, 5), squeeze=False)
-    written = []
-    for k, it in enumerate(items):
-        wave = np.concatenate([c.pcm for c in tts.synthesize(it["spoken"])])
-        path = out / f"sample_{k + 1}.wav"
-        sf.write(path, wave, tts.sample_rate, subtype="PCM_16")
-        written.append(path)
-        for row, (x, who) in enumerate(((wave, "ours"), (ds.audio(it), "teacher (Piper joe)"))):
-            axes[row, k].imshow(log_mel(x, TTS_MEL).T, origin="lower", aspect="auto", cmap="magma", vmin=-11, vmax=3)
-            axes[row, k].set_title(f"{who}: {it['text'][:48]}", fontsize=8)
-            axes[row, k].set_xticks([])
-            axes[row, k].set_yticks([])
-    fig.tight_layout()
-    fig.savefig(out / "spectrograms.png", dpi=80)
-    plt.close(fig)
-    (out / "samples.txt").write_text("\n".join(f"sample_{k + 1}.wav: {it['text']}" for k, it in enumerate(items)) + "\n")
-    return written
+    test = ds.split("test")
+
+    def figure(pairs: list[tuple[str, dict, str]], path: Path) -> None:
+        wide = 5 if len(pairs) <= 3 else 2.4
+        fig, axes = plt.subplots(2, len(pairs), figsize=(wide * len(pairs), 4 if wide < 5 else 5), squeeze=False)
+        for k, (voice, it, wave_path) in enumerate(pairs):
+            wave, _ = sf.read(wave_path, dtype="float32")
+            for row, (x, who) in enumerate(((wave, f"ours ({voice})"), (ds.audio(it), f"teacher ({it['speaker']})"))):
+                axes[row, k].imshow(log_mel(x, TTS_MEL).T, origin="lower", aspect="auto", cmap="magma", vmin=-11, vmax=3)
+                axes[row, k].set_title(f"{who}: {it['text'][:40 if wide == 5 else 22]}", fontsize=8 if wide == 5 else 6)
+                axes[row, k].set_xticks([])
+                axes[row, k].set_yticks([])
+        fig.tight_layout()
+        fig.savefig(path, dpi=80 if wide == 5 else 64)
+        plt.close(fig)
+
+    def speak(voice: str, it: dict, path: Path) -> Path:
+        sf.write(path, np.concatenate([c.pcm for c in tts.synthesize(it["spoken"], voice)]), tts.sample_rate,
+                 subtype="PCM_16")
+        return path
+
+    default = tts.default_voice
+    items = [it for it in test if it["speaker"] == default][:n]
+    written = [speak(default, it, out / f"sample_{k + 1}.wav") for k, it in enumerate(items)]
+    figure([(default, it, w) for it, w in zip(items, written)], out / "spectrograms.png")
+    lines = [f"sample_{k + 1}.wav ({default}): {it['text']}" for k, it in enumerate(items)]
+    others = []
+    for v in (v["id"] for v in tts.voices if v["id"] != default):
+        mine = sorted((it for it in test if it["speaker"] == v), key=lambda it: it["seconds"])
+        if mine:                                   # the shortest of its test sentences keeps the file small
+            others.append((v, mine[0], speak(v, mine[0], out / f"voice_{v}.wav")))
+            lines.append(f"voice_{v}.wav ({v}): {mine[0]['text']}")
+    if others:
+        figure(others, out / "voices.png")
+    (out / "samples.txt").write_text("\n".join(lines) + "\n")
+    return written + [w for _, _, w in others]

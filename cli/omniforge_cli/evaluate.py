@@ -32,6 +32,7 @@ def _save_decoding(run_dir: Path, best: dict) -> None:
 @app.command("speech")
 def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: registered `name[:version]` or bundle folder"),
                     tts: str = typer.Option("", help="a voice to judge by the recognizer (registered or folder)"),
+                    voices: str = typer.Option("", help="with --tts: comma-separated voices to judge (default: all)"),
                     data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset (its test split)"),
                     limit: int = typer.Option(0, help="at most this many test utterances (0 = all)"),
                     listen: Path = typer.Option(None, help="write sample WAVs and spectrograms.png of the voice here"),
@@ -43,7 +44,7 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
                     threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
     """WER/CER of the recognizer per voice (greedy and with the LM); with --tts, the voice's
     intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
-    from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility, tune_lm
+    from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility_per_voice, tune_lm
 
     try:
         result = {}
@@ -54,8 +55,9 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
         if recognizer:
             result["asr"] = asr_quality(_bundle_dir(asr), data, threads=threads, limit=limit or None)
         if tts:
-            result["tts"] = tts_intelligibility(_bundle_dir(tts), _bundle_dir(asr), data, threads=threads,
-                                                limit=limit or None)
+            chosen = [v.strip() for v in voices.split(",") if v.strip()] or None
+            result["tts"] = tts_intelligibility_per_voice(_bundle_dir(tts), _bundle_dir(asr), data, voices=chosen,
+                                                          threads=threads, limit=limit or None)
             if listen:
                 write_samples(_bundle_dir(tts), data, listen)
     except (FileNotFoundError, ValueError) as e:

@@ -224,6 +224,10 @@ def train_tts_cmd(
     data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset folder with teacher durations"),
     out: Path = typer.Option(Path("runs/tts"), help="run folder"),
     voices: str = typer.Option("joe", help="comma-separated voices (speakers) to learn"),
+    reference_voice: str = typer.Option("joe", help="voice with alignments; its recordings of the same sentences "
+                                        "time the voices that have none (by DTW)"),
+    init: Optional[Path] = typer.Option(None, help="start from this trained acoustic model (a run folder or "
+                                        "training/omniforge_training/starter/tts/acoustic)"),
     d_model: int = typer.Option(192), enc_layers: int = typer.Option(4), dec_layers: int = typer.Option(4),
     batch_frames: int = typer.Option(6000, help="mel frames per batch"),
     max_steps: int = typer.Option(4000), lr: float = typer.Option(1e-3),
@@ -236,7 +240,7 @@ def train_tts_cmd(
     from omniforge_training.train_tts import TTSTrainConfig, train_tts
 
     cfg = TTSTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
-                         d_model=d_model, enc_layers=enc_layers, dec_layers=dec_layers, batch_frames=batch_frames,
+                         reference_voice=reference_voice, init=str(init or ""), d_model=d_model, enc_layers=enc_layers, dec_layers=dec_layers, batch_frames=batch_frames,
                          max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
                          resume=resume)
     try:
@@ -251,6 +255,8 @@ def train_vocoder_cmd(
     data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset folder (22,050 Hz)"),
     out: Path = typer.Option(Path("runs/vocoder"), help="run folder"),
     voices: str = typer.Option("", help="comma-separated voices (empty: every training voice)"),
+    init: Optional[Path] = typer.Option(None, help="start from this trained vocoder (a run folder or "
+                                        "training/omniforge_training/starter/tts/vocoder)"),
     dim: int = typer.Option(256), layers: int = typer.Option(8),
     batch_size: int = typer.Option(16), segment_frames: int = typer.Option(48),
     max_steps: int = typer.Option(6000), lr: float = typer.Option(1e-3),
@@ -263,7 +269,7 @@ def train_vocoder_cmd(
     from omniforge_training.train_vocoder import VocoderTrainConfig, train_vocoder
 
     cfg = VocoderTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
-                             dim=dim, layers=layers, batch_size=batch_size, segment_frames=segment_frames,
+                             init=str(init or ""), dim=dim, layers=layers, batch_size=batch_size, segment_frames=segment_frames,
                              max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
                              resume=resume)
     try:

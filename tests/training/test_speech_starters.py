@@ -18,7 +18,10 @@ def test_speech_starters_record_how_they_were_made():
     held = (STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n")
     assert len(held) > 100                         # the LM must leave these sentences out
     tts = json.loads((STARTER_TTS_DIR / "manifest.json").read_text())
-    assert [v["id"] for v in tts["voices"]] == ["joe"] and tts["weights_dtype"] == "float16"
+    ids = [v["id"] for v in tts["voices"]]
+    assert ids[0] == "joe" and "slt" not in ids and tts["weights_dtype"] == "float16"   # slt is the test voice
+    measured = tts["intelligibility"].get("per_voice", {"joe": tts["intelligibility"]})
+    assert set(measured) == set(ids) and all(m["teacher"] == v for v, m in measured.items())
     assert tts["parts"]["acoustic"]["wall_s"] > 0 and tts["parts"]["vocoder"]["wall_s"] > 0
     assert list((STARTER_TTS_DIR / "samples").glob("*.wav")) and (STARTER_TTS_DIR / "samples" / "spectrograms.png").exists()
 

@@ -31,3 +31,25 @@ def test_utterance_features_shapes():
     assert feats["mel"].shape == (40, 80) and feats["pitch"].shape == (3,)
     assert feats["voiced"].all() and abs(np.exp(feats["pitch"][1]) - 150) < 3
     assert per_phoneme(np.arange(6.0), [2, 0, 4]).tolist() == [0.5, 0.0, 3.5]
+
+
+def test_dtw_times_the_same_phonemes_in_another_recording():
+    """A second 'voice': every phoneme held a different length, another channel (an offset) and
+    noise; the durations transferred through DTW are the ones it spoke."""
+    from omniforge_training.data.tts_features import dtw_path, transfer_durations
+
+    rng = np.random.default_rng(0)
+    n = 40
+    sounds = rng.normal(size=(n, 80)) * 2
+    durations = rng.integers(1, 9, n)
+    spoken = np.maximum(1, np.round(durations * rng.uniform(0.6, 1.8, n))).astype(int)
+
+    def record(lengths, offset):
+        frames = np.concatenate([np.repeat(sounds[k][None], lengths[k], 0) for k in range(n)])
+        return frames + rng.normal(size=frames.shape) * 0.3 + offset
+
+    got = transfer_durations(durations.tolist(), record(durations, 0.0), record(spoken, 1.5))
+    assert sum(got) == spoken.sum() and len(got) == n
+    assert np.abs(np.array(got) - spoken).mean() < 0.2
+    a, b = dtw_path(rng.random((5, 7)))
+    assert (a[0], b[0], a[-1], b[-1]) == (0, 0, 4, 6) and (np.diff(a) >= 0).all() and (np.diff(b) >= 0).all()

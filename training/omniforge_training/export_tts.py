@@ -42,6 +42,20 @@ def load_vocoder(run_dir: Path) -> Vocoder:
     return model.eval()
 
 
+def voice_cards(speakers: list[str], dataset_manifest: dict | None = None) -> list[dict]:
+    """What /voices says of each speaker: the dataset card's name and gender, the language of the
+    starter voices."""
+    from .data.starter_speech import VOICES
+
+    known = (dataset_manifest or {}).get("voices") or {}
+    cards = []
+    for s in speakers:
+        card = {**VOICES.get(s, {}), **known.get(s, {})}
+        cards.append({"id": s, "name": card.get("name", s), "language": card.get("language") or VOICES.get(s, {}).get(
+            "language", "en-US"), "gender": card.get("gender", "unknown")})
+    return cards
+
+
 class _Encoder(torch.nn.Module):
     def __init__(self, m: FastSpeech) -> None:
         super().__init__()
@@ -107,7 +121,14 @@ def export_tts_bundle(tts_dir: Path, vocoder_dir: Path, out: Path, *, name: str,
     if not max(parity.values()) < PARITY_TOLERANCE:
         raise RuntimeError(f"exported voice differs from torch: {parity}")
     speakers = tcfg.get("speakers") or ["default"]
-    voices = voices or [{"id": s, "name": s, "language": "en-US", "gender": "unknown"} for s in speakers]
+    if not voices:
+        try:                                   # the names and genders on the training dataset's card
+            from .data.speech import load_speech
+
+            dataset = load_speech(Path(tcfg.get("train", {}).get("data", ""))).manifest
+        except Exception:                      # noqa: BLE001 - moved or gone: the starter cards, or the ids
+            dataset = None
+        voices = voice_cards(speakers, dataset)
     for v in voices:
         v.setdefault("speaker", speakers.index(v["id"]) if v["id"] in speakers else 0)
         v.setdefault("sample_rate", cfg.sample_rate)

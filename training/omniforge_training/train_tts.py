@@ -1,5 +1,11 @@
-"""Trains the FastSpeech-style acoustic model on the voices of a speech dataset that have
-durations (the Piper teacher's alignments, mapped onto our phonemiser's ids).
+"""Trains the FastSpeech-style acoustic model on the voices of a speech dataset: one speaker
+embedding per voice.
+
+Durations: a voice with alignments of its own (the Piper teacher) gives them, mapped onto our
+phonemiser's ids; any other voice takes them from the reference voice's recording of the same
+sentence, by dynamic time warping (`transfer_durations`). `init` starts from a trained model (the
+starter voice): its layers, its pitch and energy statistics and its speaker rows; a new voice starts
+as a copy of the reference voice and learns its difference.
 
     1. per utterance (cached by dataset hash): our phoneme ids, durations, log-mel, per-phoneme
        log-F0 and energy (`data/tts_features.py`)
@@ -18,12 +24,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from omniforge_shared.audio import mel_filterbank
+from omniforge_shared.audio import log_mel, mel_filterbank
 from omniforge_shared.phonemes import SYMBOLS, ids as symbol_ids, phonemise
 
 from .checkpoint import atomic_write, save_weights
 from .data.speech import load_speech
-from .data.tts_features import TTS_MEL, align_durations, utterance_features
+from .data.tts_features import TTS_MEL, align_durations, transfer_durations, utterance_features
 from .models.fastspeech import FastSpeech, TTSConfig
 from .loop import train_loop
 from .schedule import bucket_at, length_buckets, warmup_cosine
@@ -34,7 +40,9 @@ class TTSTrainConfig:
     data: str = ""
     out: str = "runs/tts"
     voices: list[str] = field(default_factory=lambda: ["joe"])
+    reference_voice: str = "joe"       # its alignments time every other voice's recording of the same sentence
     teacher_ids: str = ""              # JSON symbol -> [id] map of the teacher voice (the Piper voice config)
+    init: str = ""                     # start from this trained model (a run or the starter's acoustic/)
     d_model: int = 192
     enc_layers: int = 4
     dec_layers: int = 4
@@ -59,29 +67,87 @@ def our_ids(spoken: str) -> list[int]:
     return out
 
 
-def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: Path, *, log=print,
+def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: dict[int, str],
+                   fbank: np.ndarray) -> list[tuple[dict, bool]]:
+    """Features of the recordings of one sentence: (row, timed by DTW) per item. An item with
+    alignments of its own uses them; the others are timed against `reference`'s recording."""
+    def aligned(item: dict) -> tuple[list[int], list[int]]:
+        ids = our_ids(item["spoken"])
+        teacher = [id_to_symbol.get(int(i), "_") for i in item["phoneme_ids"]]
+        return ids, align_durations(teacher, item["durations"], [SYMBOLS[i] for i in ids])
+
+    ref = None
+    out = []
+    for item in items:
+        x = ds.audio(item)
+        mel = log_mel(x, TTS_MEL, fbank)
+        if item.get("durations"):
+            ids, durations = aligned(item)
+        else:
+            if ref is None:
+                ref = (*aligned(reference), log_mel(ds.audio(reference), TTS_MEL, fbank))
+            ids, durations = ref[0], transfer_durations(ref[1], ref[2], mel)
+        feats = utterance_features(x, durations, fbank, mel=mel)
+        out.append(({"id": item["id"], "speaker": item["speaker"], "ids": np.array(ids, np.int16),
+                     "durations": np.array(durations, np.int16), **feats}, not item.get("durations")))
+    return out
+
+
+_WORKER: tuple | None = None
+
+
+def _worker_init(data: str, id_to_symbol: dict[int, str]) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = (load_speech(Path(data)), id_to_symbol, mel_filterbank(TTS_MEL))
+
+
+def _worker_group(task: tuple[dict | None, list[dict]]) -> list[tuple[dict, bool]]:
+    ds, id_to_symbol, fbank = _WORKER
+    return group_features(ds, task[0], task[1], id_to_symbol, fbank)
+
+
+def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: Path, *,
+                   references: dict[str, dict] | None = None, workers: int = 1, log=print,
                    progress: bool = True) -> list[dict]:
-    key = f"{ds.manifest['content_hash']}:{len(items)}"
+    """`references`: spoken text -> the reference voice's item (with alignments) for the items that
+    have none of their own. Sentences are worked on by `workers` processes."""
+    voices = ",".join(sorted({it["speaker"] for it in items}))
+    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1"
     if cache.exists():
         data = torch.load(cache, weights_only=False)
         if data["key"] == key:
             return data["rows"]
     t0 = time.time()
-    fbank = mel_filterbank(TTS_MEL)
-    rows, it = [], items
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item["spoken"], []).append(i)
+    tasks = [((references or {}).get(spoken) if any(not items[i].get("durations") for i in idx) else None,
+              [items[i] for i in idx]) for spoken, idx in groups.items()]
+    if workers > 1:
+        from multiprocessing import get_context
+
+        pool = get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(str(ds.path), id_to_symbol))
+        results = pool.imap(_worker_group, tasks, chunksize=4)
+    else:
+        fbank = mel_filterbank(TTS_MEL)
+        pool, results = None, (group_features(ds, ref, group, id_to_symbol, fbank) for ref, group in tasks)
     if progress:
         from tqdm import tqdm
-        it = tqdm(items, desc=f"tts features {cache.stem}", unit="utt")
-    for item in it:
-        ids = our_ids(item["spoken"])
-        teacher = [id_to_symbol.get(int(i), "_") for i in item["phoneme_ids"]]
-        durations = align_durations(teacher, item["durations"], [SYMBOLS[i] for i in ids])
-        x = ds.audio(item)
-        feats = utterance_features(x, durations, fbank)
-        rows.append({"id": item["id"], "speaker": item["speaker"], "ids": np.array(ids, np.int16),
-                     "durations": np.array(durations, np.int16), **feats})
+        results = tqdm(results, total=len(tasks), desc=f"tts features {cache.stem}", unit="sentence")
+    rows: list[dict | None] = [None] * len(items)
+    transferred = 0
+    try:
+        for idx, got in zip(groups.values(), results):
+            for i, (row, timed) in zip(idx, got):
+                rows[i] = row
+                transferred += timed
+    finally:
+        if pool is not None:
+            pool.terminate()
     atomic_write(cache, lambda tmp: torch.save({"key": key, "rows": rows}, tmp))
-    log(f"tts features of {len(rows)} utterances in {time.time() - t0:.0f} s")
+    log(f"tts features of {len(rows)} utterances ({transferred} timed by DTW against the reference voice) "
+        f"in {time.time() - t0:.0f} s")
     return rows
 
 
@@ -119,6 +185,36 @@ def losses(model: FastSpeech, batch: dict) -> dict:
             "energy_mse": ene}
 
 
+def spread(items: list[dict], voices: list[str], n: int) -> list[dict]:
+    """Up to n items, taken from every voice in turn."""
+    by = {v: [it for it in items if it["speaker"] == v] for v in voices}
+    out = []
+    for k in range(n):
+        for v in voices:
+            if k < len(by[v]) and len(out) < n:
+                out.append(by[v][k])
+    return out
+
+
+def start_from(model: FastSpeech, init: Path, init_speakers: list[str], voices: list[str], reference: str) -> None:
+    """Loads a trained model's weights into `model`; each voice takes its own speaker rows when the
+    trained model knows it, else the reference voice's (else the first); a missing output speaker
+    embedding starts at zero."""
+    from safetensors.torch import load_file
+
+    tensors = {k: v.float() for k, v in load_file(str(init / "model.safetensors")).items()}
+    fallback = init_speakers.index(reference) if reference in init_speakers else 0
+    rows = [init_speakers.index(v) if v in init_speakers else fallback for v in voices]
+    for name in ("speaker.weight", "speaker_out.weight"):
+        if name in tensors:
+            tensors[name] = tensors[name][rows]
+        elif name == "speaker_out.weight" and model.config.speaker_out:
+            tensors[name] = torch.zeros_like(model.speaker_out.weight)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{init} holds a different acoustic model: missing {missing}, unexpected {unexpected}")
+
+
 def lr_at(step: int, cfg: TTSTrainConfig) -> float:
     return warmup_cosine(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
@@ -139,24 +235,44 @@ def train_tts(cfg: TTSTrainConfig, *, on_step: Callable | None = None, log=print
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_speech(Path(cfg.data))
-    has = lambda it: it["speaker"] in cfg.voices and it.get("durations") and it.get("spoken")  # noqa: E731
+    references = {it["spoken"]: it for it in ds.items
+                  if it["speaker"] == cfg.reference_voice and it.get("durations") and it.get("spoken")}
+    has = lambda it: (it["speaker"] in cfg.voices and it.get("spoken")  # noqa: E731
+                      and (it.get("durations") or it["spoken"] in references))
     train_items = [it for it in ds.split("train") if has(it)]
-    val_items = [it for it in ds.split("val") if has(it)][:100]
+    val_items = spread([it for it in ds.split("val") if has(it)], cfg.voices, 100)
     if len(train_items) < 4:
-        raise ValueError(f"only {len(train_items)} training utterances with durations for voices {cfg.voices}")
+        raise ValueError(f"only {len(train_items)} training utterances with durations for voices {cfg.voices} "
+                         f"(a voice without alignments of its own needs recordings of the same sentences by "
+                         f"the reference voice {cfg.reference_voice!r})")
+    missing = [v for v in cfg.voices if not any(it["speaker"] == v for it in train_items)]
+    if missing:
+        raise ValueError(f"no training utterances with durations for voices {missing}")
     id_to_symbol = load_teacher_map(cfg.teacher_ids)
-    train = build_features(ds, train_items, id_to_symbol, out / "cache" / "train.pt", log=log, progress=progress)
-    val = build_features(ds, val_items, id_to_symbol, out / "cache" / "val.pt", log=log, progress=progress)
-    voiced = np.concatenate([r["pitch"][r["voiced"]] for r in train])
-    energy = np.concatenate([r["energy"] for r in train])
+    train = build_features(ds, train_items, id_to_symbol, out / "cache" / "train.pt", references=references,
+                           workers=cfg.threads, log=log, progress=progress)
+    val = build_features(ds, val_items, id_to_symbol, out / "cache" / "val.pt", references=references,
+                         workers=cfg.threads, log=log, progress=progress)
     speakers = {v: i for i, v in enumerate(cfg.voices)}
-    mcfg = TTSConfig(n_symbols=len(SYMBOLS), n_speakers=len(cfg.voices), d_model=cfg.d_model, enc_layers=cfg.enc_layers,
-                     dec_layers=cfg.dec_layers, ff_dim=cfg.ff_dim, pitch_mean=float(voiced.mean()),
-                     pitch_std=float(voiced.std() + 1e-5), energy_mean=float(energy.mean()),
-                     energy_std=float(energy.std() + 1e-5))
+    resuming = cfg.resume and (out / "checkpoints" / "last.pt").exists()
+    if cfg.init:
+        init = json.loads((Path(cfg.init) / "config.json").read_text())
+        mcfg = TTSConfig.from_dict({**init["model"], "n_speakers": len(cfg.voices),
+                                    "speaker_out": init["model"].get("speaker_out", False) or len(cfg.voices) > 1})
+    else:
+        voiced = np.concatenate([r["pitch"][r["voiced"]] for r in train])
+        energy = np.concatenate([r["energy"] for r in train])
+        mcfg = TTSConfig(n_symbols=len(SYMBOLS), n_speakers=len(cfg.voices), speaker_out=len(cfg.voices) > 1,
+                         d_model=cfg.d_model, enc_layers=cfg.enc_layers, dec_layers=cfg.dec_layers, ff_dim=cfg.ff_dim,
+                         pitch_mean=float(voiced.mean()), pitch_std=float(voiced.std() + 1e-5),
+                         energy_mean=float(energy.mean()), energy_std=float(energy.std() + 1e-5))
     batches = length_buckets([len(r["mel"]) for r in train], cfg.batch_frames)
     torch.manual_seed(cfg.seed)
     model = FastSpeech(mcfg)
+    if cfg.init and not resuming:
+        start_from(model, Path(cfg.init), init.get("speakers") or [cfg.reference_voice], cfg.voices,
+                   cfg.reference_voice)
+        log(f"starting from the weights in {cfg.init}")
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -185,21 +301,29 @@ def train_tts(cfg: TTSTrainConfig, *, on_step: Callable | None = None, log=print
 
 @torch.no_grad()
 def evaluate(model: FastSpeech, rows: list[dict], speakers: dict, cfg: TTSConfig) -> dict:
-    """Teacher-forced mel L1, and the predicted durations' error in frames per phoneme and in total."""
+    """Teacher-forced mel L1 (in all and per voice), and the predicted durations' error in frames
+    per phoneme and in total."""
     model.eval()
     sums = {"val_mel_l1": 0.0, "val_duration_mse": 0.0}
-    abs_err, total_err = [], []
+    abs_err, total_err, by_voice = [], [], {}
     for i in range(0, len(rows), 16):
-        batch = collate(rows[i:i + 16], speakers, cfg)
+        chunk = rows[i:i + 16]
+        batch = collate(chunk, speakers, cfg)
         parts = losses(model, batch)
-        sums["val_mel_l1"] += parts["mel_l1"].item() * len(rows[i:i + 16])
-        sums["val_duration_mse"] += parts["duration_mse"].item() * len(rows[i:i + 16])
+        sums["val_mel_l1"] += parts["mel_l1"].item() * len(chunk)
+        sums["val_duration_mse"] += parts["duration_mse"].item() * len(chunk)
+        mel_hat, *_ = model(batch["ids"], batch["lengths"], batch["speaker"], batch["durations"], batch["pitch"],
+                            batch["energy"], batch["mel_lengths"])
         _, logd, _, _ = model.encode(batch["ids"], batch["lengths"], batch["speaker"])
         pred = torch.clamp(torch.round(torch.expm1(logd)), min=0)
-        for k in range(len(batch["ids"])):
-            n = int(batch["lengths"][k])
+        for k, r in enumerate(chunk):
+            n, m = int(batch["lengths"][k]), int(batch["mel_lengths"][k])
             abs_err.append((pred[k, :n] - batch["durations"][k, :n]).abs().mean().item())
             total_err.append(abs(pred[k, :n].sum().item() / max(1, batch["durations"][k, :n].sum().item()) - 1))
+            by_voice.setdefault(r["speaker"], []).append((mel_hat[k, :m] - batch["mel"][k, :m]).abs().mean().item())
     n = max(1, len(rows))
-    return {**{k: v / n for k, v in sums.items()}, "val_duration_abs_frames": float(np.mean(abs_err)),
-            "val_length_rel_error": float(np.mean(total_err))}
+    out = {**{k: v / n for k, v in sums.items()}, "val_duration_abs_frames": float(np.mean(abs_err)),
+           "val_length_rel_error": float(np.mean(total_err))}
+    if len(by_voice) > 1:
+        out |= {f"val_mel_l1_{v}": float(np.mean(e)) for v, e in sorted(by_voice.items())}
+    return out

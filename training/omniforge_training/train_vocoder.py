@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import atomic_write, save_weights
+from .checkpoint import atomic_write, load_weights, save_weights
 from .data.audio_features import LogMel
 from .data.speech import load_speech
 from .data.tts_features import TTS_MEL
@@ -34,6 +34,7 @@ class VocoderTrainConfig:
     data: str = ""
     out: str = "runs/vocoder"
     voices: list[str] = field(default_factory=list)     # empty: every training voice
+    init: str = ""                     # start from this trained vocoder (a run or the starter's vocoder/)
     dim: int = 256
     intermediate: int = 768
     layers: int = 8
@@ -124,8 +125,13 @@ def train_vocoder(cfg: VocoderTrainConfig, *, on_step: Callable | None = None, l
     mel = LogMel(TTS_MEL)
     stft_loss = STFTLoss()
     n = cfg.segment_frames * mcfg.hop
+    if cfg.init:
+        mcfg = VocoderConfig.from_dict(json.loads((Path(cfg.init) / "config.json").read_text())["model"])
     torch.manual_seed(cfg.seed)
     model = Vocoder(mcfg)
+    if cfg.init and not (cfg.resume and (out / "checkpoints" / "last.pt").exists()):
+        load_weights(Path(cfg.init) / "model.safetensors", model)
+        log(f"starting from the weights in {cfg.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.0)
 
     def loss_of(y: torch.Tensor) -> torch.Tensor:

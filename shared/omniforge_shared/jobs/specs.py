@@ -224,6 +224,8 @@ class TTSParams(BaseModel):
 
     vocoder_model: str = Field("vocoder-starter", description="registered vocoder, `name` or `name:version`")
     voices: list[str] = Field(default_factory=lambda: ["joe"], min_length=1)
+    reference_voice: str = Field("joe", description="the voice with alignments whose recordings of the same "
+                                 "sentences time the voices that have none")
     d_model: int = Field(192, ge=32, le=1024)
     enc_layers: int = Field(4, ge=1, le=16)
     dec_layers: int = Field(4, ge=1, le=16)

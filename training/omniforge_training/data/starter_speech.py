@@ -38,10 +38,13 @@ PIPER_HOP = 256
 FLITE_VOICES = ("awb", "rms", "slt", "kal16")
 ESPEAK_VOICES = {"es-us-m3": "en-us+m3", "es-gb-f2": "en-gb+f2", "es-scot-m1": "en-gb-scotland",
                  "es-rp-f4": "en-gb-x-rp+f4", "es-carib-m2": "en-029+m2", "es-us-f5": "en-us+f5"}
+_LANGUAGE = {"awb": "en-GB", "es-gb-f2": "en-GB", "es-scot-m1": "en-GB", "es-rp-f4": "en-GB", "es-carib-m2": "en-029"}
 VOICES = {"joe": {"engine": "piper", "name": "Joe (US English, neural)", "gender": "male"},
           **{v: {"engine": "flite", "name": f"flite {v}", "gender": "female" if v == "slt" else "male"} for v in FLITE_VOICES},
           **{k: {"engine": "espeak-ng", "name": f"espeak-ng {v}", "gender": "female" if "+f" in v else "male"}
              for k, v in ESPEAK_VOICES.items()}}
+for _v, _card in VOICES.items():
+    _card["language"] = _LANGUAGE.get(_v, "en-US")
 STARTER_SPEECH = dict(n_wiki=2200, n_everyday=1000, voices_per_sentence=2, heldout_voice="slt", seed=1337)
 TRANSCRIPT_RE = re.compile(r"^[a-z' ]+$")
 

@@ -7,6 +7,12 @@ build; ours is the system library, which differs here and there (newer builds in
 sequence alignment: matching ids keep their frames, ids only the teacher has give theirs to the
 previous kept id, ids only we have get none, replaced runs share their frames evenly. So the
 model is trained on exactly the ids the service will give it.
+
+Voices with no alignments of their own (flite, espeak-ng) take their durations from the teacher's
+recording of the same sentence: dynamic time warping between the two recordings' cepstra
+(mean- and variance-normalised per utterance, so the timbre matters less than what is said) maps
+every frame of the voice onto a frame of the teacher, and so onto the teacher's phoneme there
+(`transfer_durations`).
 """
 from __future__ import annotations
 
@@ -41,6 +47,52 @@ def align_durations(teacher: list[str], durations: list[int], ours: list[str]) -
     return out
 
 
+def cepstra(mel: np.ndarray, n: int = 20) -> np.ndarray:
+    """Log-mel (T, n_mels) -> cepstral coefficients 1..n (DCT-II), normalised per coefficient
+    over the utterance: what is said, less who says it and through what channel."""
+    m = mel.shape[1]
+    basis = np.cos(np.pi / m * (np.arange(m)[None, :] + 0.5) * np.arange(1, n + 1)[:, None])
+    c = mel.astype(np.float64) @ basis.T
+    return (c - c.mean(0)) / (c.std(0) + 1e-5)
+
+
+def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cheapest monotonic path from (0, 0) to (N-1, M-1) through a cost matrix (N, M), with
+    steps (1, 0), (0, 1) and (1, 1); the recursion runs one anti-diagonal at a time."""
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    for k in range(2, n + m + 1):                     # cells (i, j), 1-based, with i + j = k
+        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
+        j = k - i
+        acc[i, j] = cost[i - 1, j - 1] + np.minimum(np.minimum(acc[i - 1, j - 1], acc[i - 1, j]), acc[i, j - 1])
+    i, j, path = n, m, [(n - 1, m - 1)]
+    while i > 1 or j > 1:
+        steps = ((acc[i - 1, j - 1], i - 1, j - 1), (acc[i - 1, j], i - 1, j), (acc[i, j - 1], i, j - 1))
+        _, i, j = min(steps, key=lambda s: s[0])
+        path.append((i - 1, j - 1))
+    a, b = np.array(path[::-1]).T
+    return a, b
+
+
+def transfer_durations(durations: list[int], ref_mel: np.ndarray, mel: np.ndarray) -> list[int]:
+    """Phoneme durations of a reference recording (frames of `ref_mel`) -> durations of the same
+    phonemes in another recording of the same text (`mel`), by DTW; the total is len(mel)."""
+    durations = [int(d) for d in durations]
+    t_ref = sum(durations)
+    ref_mel = ref_mel[:t_ref]
+    if len(ref_mel) < t_ref:
+        ref_mel = np.pad(ref_mel, ((0, t_ref - len(ref_mel)), (0, 0)), mode="edge")
+    a, b = cepstra(ref_mel), cepstra(mel)
+    cost = np.sqrt(np.maximum((a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2 * a @ b.T, 0.0))
+    ref_frames, frames = dtw_path(cost)
+    phoneme_of = np.repeat(np.arange(len(durations)), durations)   # reference frame -> phoneme
+    first = np.full(len(mel), -1)
+    for r, f in zip(ref_frames[::-1], frames[::-1]):              # each frame takes its first reference frame
+        first[f] = r
+    return np.bincount(phoneme_of[first], minlength=len(durations)).astype(int).tolist()
+
+
 def yin_f0(x: np.ndarray, rate: int, hop: int, *, n_frames: int, fmin: float = 60.0, fmax: float = 400.0,
            threshold: float = 0.15, frame: int = 1024) -> np.ndarray:
     """Per-frame F0 in Hz (0 where unvoiced) by YIN (de Cheveigne and Kawahara, 2002), centred frames."""
@@ -62,20 +114,22 @@ def yin_f0(x: np.ndarray, rate: int, hop: int, *, n_frames: int, fmin: float = 6
     cum = np.cumsum(d[:, 1:], axis=1) / np.arange(1, lag_max + 1)
     dprime = np.ones_like(d)
     dprime[:, 1:] = d[:, 1:] / np.maximum(cum, 1e-12)
-    for i in range(n_frames):
-        if energy0[i] < 1e-6:
-            continue
-        cand = np.nonzero(dprime[i, lag_min:] < threshold)[0]
-        if not len(cand):
-            continue
-        tau = cand[0] + lag_min
-        while tau + 1 <= lag_max and dprime[i, tau + 1] < dprime[i, tau]:
-            tau += 1
-        if 1 <= tau < lag_max:                                   # parabolic refinement
-            a, b, c = dprime[i, tau - 1], dprime[i, tau], dprime[i, tau + 1]
-            denom = a - 2 * b + c
-            tau = tau + (0.5 * (a - c) / denom if abs(denom) > 1e-12 else 0.0)
-        f0[i] = rate / tau
+    below = dprime[:, lag_min:] < threshold
+    rows = np.nonzero((energy0 >= 1e-6) & below.any(axis=1))[0]
+    tau = below[rows].argmax(axis=1) + lag_min                         # the first dip under the threshold
+    while True:                                                        # ... followed down to its minimum
+        step = (tau + 1 <= lag_max)
+        step[step] = dprime[rows[step], tau[step] + 1] < dprime[rows[step], tau[step]]
+        if not step.any():
+            break
+        tau = tau + step
+    refined = tau.astype(np.float64)
+    inner = (tau >= 1) & (tau < lag_max)                               # parabolic refinement
+    a, b, c = (dprime[rows[inner], tau[inner] + k] for k in (-1, 0, 1))
+    denom = a - 2 * b + c
+    safe = np.abs(denom) > 1e-12
+    refined[inner] += np.where(safe, 0.5 * (a - c) / np.where(safe, denom, 1.0), 0.0)
+    f0[rows] = rate / refined
     return f0
 
 
@@ -93,11 +147,12 @@ def per_phoneme(values: np.ndarray, durations: list[int], valid: np.ndarray | No
     return out
 
 
-def utterance_features(x: np.ndarray, durations: list[int], fbank: np.ndarray | None = None) -> dict:
+def utterance_features(x: np.ndarray, durations: list[int], fbank: np.ndarray | None = None, *,
+                       mel: np.ndarray | None = None) -> dict:
     """Audio (22,050 Hz, a whole number of hops long) and durations -> mel (T, 80), and log-F0 and
-    energy per phoneme. T = sum(durations)."""
+    energy per phoneme. T = sum(durations). `mel`: the audio's log-mel, when already computed."""
     t = int(sum(durations))
-    mel = log_mel(x, TTS_MEL, fbank)[:t]
+    mel = (log_mel(x, TTS_MEL, fbank) if mel is None else mel)[:t]
     if len(mel) < t:
         mel = np.pad(mel, ((0, t - len(mel)), (0, 0)), mode="edge")
     f0 = yin_f0(x, TTS_MEL.sample_rate, TTS_MEL.hop, n_frames=t)
@@ -113,5 +168,5 @@ def teacher_symbols(item: dict, id_to_symbol: dict[int, str]) -> list[str]:
     return [id_to_symbol.get(int(i), "_") for i in item["phoneme_ids"]]
 
 
-__all__ = ["TTS_MEL", "align_durations", "yin_f0", "per_phoneme", "utterance_features", "teacher_symbols",
+__all__ = ["TTS_MEL", "align_durations", "cepstra", "dtw_path", "transfer_durations", "yin_f0", "per_phoneme", "utterance_features", "teacher_symbols",
            "mel_filterbank"]

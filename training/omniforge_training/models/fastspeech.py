@@ -1,6 +1,8 @@
 """A slim FastSpeech 2 acoustic model: phoneme ids -> log-mel frames, non-autoregressive.
 
     ids (B, N) -> embedding + speaker -> encoder (FFT blocks: self-attention + conv feed-forward)
+      -> + speaker again (multi-speaker models: the voice reaches the predictors and the decoder
+         directly, not only through the encoder)
       -> variance adaptor: log-duration, pitch and energy predicted per phoneme (FastPitch-style:
          pitch and energy are averaged over each phoneme's frames, embedded by a 1-D convolution
          and added back)
@@ -28,6 +30,7 @@ from .conformer import sinusoid as positions      # the same sinusoidal position
 class TTSConfig:
     n_symbols: int = 136
     n_speakers: int = 1
+    speaker_out: bool = False      # a second speaker embedding added to the encoder's output
     d_model: int = 192
     n_heads: int = 2
     enc_layers: int = 4
@@ -105,6 +108,9 @@ class FastSpeech(nn.Module):
         d = cfg.d_model
         self.embed = nn.Embedding(cfg.n_symbols, d, padding_idx=0)
         self.speaker = nn.Embedding(max(1, cfg.n_speakers), d)
+        if cfg.speaker_out:
+            self.speaker_out = nn.Embedding(max(1, cfg.n_speakers), d)
+            nn.init.zeros_(self.speaker_out.weight)
         self.encoder = nn.ModuleList(FFTBlock(cfg) for _ in range(cfg.enc_layers))
         self.duration = VariancePredictor(cfg)
         self.pitch = VariancePredictor(cfg)
@@ -124,6 +130,8 @@ class FastSpeech(nn.Module):
         x = x + self.speaker(speaker)[:, None, :]
         for block in self.encoder:
             x = block(x, bias, keep)
+        if self.config.speaker_out:
+            x = x + self.speaker_out(speaker)[:, None, :] * keep
         logd = self.duration(x, keep)
         pitch = self.pitch(x, keep)
         if pitch_shift is not None:
@@ -153,6 +161,8 @@ class FastSpeech(nn.Module):
         x = x + self.speaker(speaker)[:, None, :]
         for block in self.encoder:
             x = block(x, bias, keep)
+        if self.config.speaker_out:
+            x = x + self.speaker_out(speaker)[:, None, :] * keep
         logd_hat = self.duration(x, keep)
         pitch_hat = self.pitch(x, keep)
         energy_hat = self.energy(x, keep)

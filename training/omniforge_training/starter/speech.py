@@ -75,10 +75,16 @@ def package_tts_starter(tts_run: Path, vocoder_run: Path, dataset_dir: Path, *, 
 
     from ..checkpoint import save_weights
     from ..data.speech import load_speech
-    from ..export_tts import load_tts, load_vocoder
+    from ..export_tts import load_tts, load_vocoder, voice_cards
 
     out = Path(out)
-    parts = {}
+    parts, earlier = {}, {}
+    for sub, run in (("acoustic", Path(tts_run)), ("vocoder", Path(vocoder_run))):   # read before overwriting
+        init = json.loads((run / "config.json").read_text())["train"].get("init")
+        if init and (Path(init) / "summary.json").exists():
+            before = json.loads((Path(init) / "summary.json").read_text())
+            earlier[sub] = {"steps": before.get("total_steps", before["steps"]),
+                            "wall_s": before.get("total_wall_s", before["wall_s"])}
     for sub, run, loader in (("acoustic", Path(tts_run), lambda r: load_tts(r)[0]), ("vocoder", Path(vocoder_run), load_vocoder)):
         (out / sub).mkdir(parents=True, exist_ok=True)
         save_weights(out / sub / "model.safetensors", loader(run), dtype=torch.float16)
@@ -86,12 +92,15 @@ def package_tts_starter(tts_run: Path, vocoder_run: Path, dataset_dir: Path, *, 
         (out / sub / "config.json").write_text(json.dumps(config, indent=2))
         summary = json.loads((run / "summary.json").read_text())
         summary["config"].update(_WHERE, out=config["train"]["out"])
+        if sub in earlier:                     # trained further from the earlier starter's weights
+            summary |= {"trained_from": earlier[sub], "total_steps": earlier[sub]["steps"] + summary["steps"],
+                        "total_wall_s": round(earlier[sub]["wall_s"] + summary["wall_s"], 1)}
         (out / sub / "summary.json").write_text(json.dumps(summary, indent=2))
         parts[sub] = {"wall_s": summary["wall_s"], "steps": summary["steps"], "params": summary["params"],
                       "quality": summary.get("quality", {})}
+        parts[sub] |= {k: summary[k] for k in ("trained_from", "total_steps", "total_wall_s") if k in summary}
     m = load_speech(Path(dataset_dir)).manifest
-    voices = [{"id": v, "name": m["voices"][v]["name"], "language": "en-US", "gender": m["voices"][v]["gender"]}
-              for v in json.loads((out / "acoustic" / "config.json").read_text())["speakers"]]
+    voices = voice_cards(json.loads((out / "acoustic" / "config.json").read_text())["speakers"], m)
     manifest = {"name": STARTER_TTS_NAME, "version": version, "recipe": "tts+vocoder", "voices": voices,
                 "data": {"dataset": m["name"], "content_hash": m["content_hash"]}, "parts": parts,
                 "weights_dtype": "float16"}

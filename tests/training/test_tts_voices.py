@@ -1,0 +1,79 @@
+"""More voices than the teacher: every starter speaker gets a speaker embedding, timed by the
+teacher's recordings of the same sentences, and starts from the trained voice."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from omniforge_training.starter.speech import STARTER_TTS_DIR
+
+
+def test_voices_without_alignments_are_timed_by_the_reference_voice(tiny_speech, tmp_path):
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.data.tts_features import TTS_MEL
+    from omniforge_training.train_tts import build_features, load_teacher_map
+
+    ds = load_speech(tiny_speech)
+    refs = {it["spoken"]: it for it in ds.items if it["speaker"] == "joe"}
+    others = [it for it in ds.split("train") if it["speaker"] not in ("joe", "slt")][:4]
+    rows = build_features(ds, others, load_teacher_map(""), tmp_path / "f.pt", references=refs, progress=False,
+                          log=lambda m: None)
+    for it, r in zip(others, rows):
+        frames = len(ds.audio(it)) // TTS_MEL.hop + 1
+        assert r["speaker"] == it["speaker"] and len(r["durations"]) == len(r["ids"])
+        assert int(r["durations"].sum()) == len(r["mel"]) == frames
+        assert (r["durations"] > 0).mean() > 0.5             # most phonemes are heard
+
+
+def test_a_new_voice_starts_as_the_reference_voice():
+    """Voices the trained model knows keep their speaker rows; a new one starts as the reference
+    voice, so training begins from speech, not noise."""
+    from omniforge_training.export_tts import load_tts
+    from omniforge_training.models.fastspeech import FastSpeech, TTSConfig
+    from omniforge_training.train_tts import start_from
+
+    if not (STARTER_TTS_DIR / "acoustic" / "model.safetensors").exists():
+        pytest.skip("no committed speech starters")
+    starter, cfg = load_tts(STARTER_TTS_DIR / "acoustic")
+    known = cfg["speakers"]
+    voices = ["new-voice", *known[::-1]]
+    model = FastSpeech(TTSConfig.from_dict({**cfg["model"], "n_speakers": len(voices), "speaker_out": True})).eval()
+    start_from(model, STARTER_TTS_DIR / "acoustic", known, voices, "joe")
+    ids, n = torch.randint(3, 100, (1, 17)), torch.tensor([17])
+    with torch.no_grad():
+        def trained(voice):
+            return starter.encode(ids, n, torch.tensor([known.index(voice)]))[0]
+
+        for k, voice in enumerate(voices):
+            got = model.encode(ids, n, torch.tensor([k]))[0]
+            assert torch.allclose(got, trained("joe" if voice == "new-voice" else voice), atol=1e-5), voice
+
+
+def test_the_tts_cli_learns_several_voices_and_the_bundle_lists_them(tiny_speech, tmp_path):
+    from omniforge_training.data.speech import load_speech
+
+    if not (STARTER_TTS_DIR / "acoustic" / "model.safetensors").exists():
+        pytest.skip("no committed speech starters")
+    ds = load_speech(tiny_speech)
+    voices = ["joe"] + sorted({it["speaker"] for it in ds.split("train")} - {"joe"})[:2]
+    run = tmp_path / "tts"
+    subprocess.run([sys.executable, "-m", "omniforge_cli.main", "train", "tts", "--data", str(tiny_speech),
+                    "--out", str(run), "--voices", ",".join(voices), "--init", str(STARTER_TTS_DIR / "acoustic"),
+                    "--max-steps", "2", "--eval-interval", "0", "--batch-frames", "1500", "--threads", "1",
+                    "--no-progress"], check=True, capture_output=True, timeout=600)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["speakers"] == voices and cfg["model"]["speaker_out"] and cfg["model"]["n_speakers"] == 3
+    from omniforge_audio.tts import TTSEngine
+    from omniforge_shared.bundle import load_bundle
+    from omniforge_training.export_tts import export_tts_bundle, voice_cards
+
+    bundle = export_tts_bundle(run, STARTER_TTS_DIR / "vocoder", tmp_path / "bundle", name="v", version="1",
+                               voices=voice_cards(voices, ds.manifest), log=lambda m: None)
+    assert [v["id"] for v in bundle.manifest["voices"]] == voices
+    assert [v["speaker"] for v in bundle.manifest["voices"]] == [0, 1, 2]
+    engine = TTSEngine(load_bundle(bundle.path), threads=1)
+    waves = [np.concatenate([c.pcm for c in engine.synthesize("Good morning.", v)]) for v in voices]
+    assert all(len(w) > 2205 for w in waves)
