@@ -99,5 +99,5 @@ def test_exported_tower_matches_torch_and_serves_audio_bytes(tiny_audio_tower_bu
     with pytest.raises(AudioUnavailable, match="audio-align"):
         clip_engine.embed([("audio", clips[0])])
     mixed = clip_engine.embed([("text", "red heart"), ("audio", clips[0])], audio=engine.embed)
-    # alone or padded in a batch of six, a clip gets (nearly) the same vector
-    assert float(mixed[1] @ vecs[0]) > 0.99
+    # alone or padded in a batch of six, a clip gets the same vector (fp32 rounding aside)
+    assert float(mixed[1] @ vecs[0]) > 0.9999

@@ -28,6 +28,10 @@ def test_conformer_output_length_and_padding_do_not_change_an_utterance():
     assert n_batch.tolist() == [51, 75]
     assert torch.allclose(alone[0, :51], batch[0, :51], atol=1e-4)
     assert torch.allclose(alone.exp().sum(-1), torch.ones(1, 51), atol=1e-4)
+    for n in (199, 200, 201, 202):             # every remainder of the two strides
+        alone, k = model(x[:, :n], torch.tensor([n]))
+        batch, _ = model(torch.cat([padded, torch.randn(1, 300, 80)]), torch.tensor([n, 300]))
+        assert torch.allclose(alone[0, :int(k)], batch[0, :int(k)], atol=1e-4), n
 
 
 def test_text_encoding_keeps_only_known_characters():

@@ -87,7 +87,7 @@ class AudioTower(nn.Module):
 
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor, *, upto: int | None = None):
         """The encoder's first `upto` blocks (all by default): -> (x (B, T', d), keep (B, T'), out lengths)."""
-        x = self.subsample(normalise_features(feats, lengths))
+        x = self.subsample(normalise_features(feats, lengths), lengths)
         t = x.shape[1]
         x = x + sinusoid(t, self.config.asr.d_model, x.device)
         olens = out_lengths(lengths)

@@ -75,8 +75,11 @@ class Subsampling(nn.Module):
         freq = (cfg.n_mels + 3) // 4
         self.out = nn.Linear(c * freq, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:          # (B, T, F) -> (B, T/4, d)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:   # (B, T, F) -> (B, T/4, d)
         x = F.relu(self.conv1(x.unsqueeze(1)))
+        if lengths is not None:            # what the first stride made of padding must not reach the second
+            half = (lengths + 1) // 2
+            x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < half[:, None]).to(x.dtype)[:, None, :, None]
         x = F.relu(self.pw(self.dw(x)))
         b, c, t, f = x.shape
         return self.out(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
@@ -195,7 +198,7 @@ class ConformerCTC(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, n_mels) log-mel, lengths (B,) frames -> (log-probs (B, T/4, V), out lengths (B,))."""
-        x = self.subsample(normalise_features(feats, lengths))
+        x = self.subsample(normalise_features(feats, lengths), lengths)
         t = x.shape[1]
         x = self.drop(x + sinusoid(t, self.config.d_model, x.device))
         olens = out_lengths(lengths)
