@@ -240,9 +240,9 @@ def train_tts_cmd(
     from omniforge_training.train_tts import TTSTrainConfig, train_tts
 
     cfg = TTSTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
-                         reference_voice=reference_voice, init=str(init or ""), d_model=d_model, enc_layers=enc_layers, dec_layers=dec_layers, batch_frames=batch_frames,
-                         max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
-                         resume=resume)
+                         reference_voice=reference_voice, init=str(init or ""), d_model=d_model,
+                         enc_layers=enc_layers, dec_layers=dec_layers, batch_frames=batch_frames, max_steps=max_steps,
+                         lr=lr, eval_interval=eval_interval, seed=seed, threads=threads, resume=resume)
     try:
         summary = train_tts(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
@@ -269,9 +269,9 @@ def train_vocoder_cmd(
     from omniforge_training.train_vocoder import VocoderTrainConfig, train_vocoder
 
     cfg = VocoderTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
-                             init=str(init or ""), dim=dim, layers=layers, batch_size=batch_size, segment_frames=segment_frames,
-                             max_steps=max_steps, lr=lr, eval_interval=eval_interval, seed=seed, threads=threads,
-                             resume=resume)
+                             init=str(init or ""), dim=dim, layers=layers, batch_size=batch_size,
+                             segment_frames=segment_frames, max_steps=max_steps, lr=lr, eval_interval=eval_interval,
+                             seed=seed, threads=threads, resume=resume)
     try:
         summary = train_vocoder(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

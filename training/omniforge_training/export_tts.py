@@ -51,8 +51,8 @@ def voice_cards(speakers: list[str], dataset_manifest: dict | None = None) -> li
     cards = []
     for s in speakers:
         card = {**VOICES.get(s, {}), **known.get(s, {})}
-        cards.append({"id": s, "name": card.get("name", s), "language": card.get("language") or VOICES.get(s, {}).get(
-            "language", "en-US"), "gender": card.get("gender", "unknown")})
+        cards.append({"id": s, "name": card.get("name", s), "language": card.get("language", "en-US"),
+                      "gender": card.get("gender", "unknown")})
     return cards
 
 

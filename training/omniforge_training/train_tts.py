@@ -171,7 +171,8 @@ def collate(rows: list[dict], speakers: dict[str, int], cfg: TTSConfig) -> dict:
     return out
 
 
-def losses(model: FastSpeech, batch: dict) -> dict:
+def losses(model: FastSpeech, batch: dict, *, with_mel: bool = False) -> dict:
+    """The training losses; `with_mel` adds the predicted mel (`mel_hat`) for per-utterance scores."""
     mel_hat, logd, pitch, energy = model(batch["ids"], batch["lengths"], batch["speaker"], batch["durations"],
                                          batch["pitch"], batch["energy"], batch["mel_lengths"])
     t = batch["mel"].shape[1]
@@ -181,8 +182,9 @@ def losses(model: FastSpeech, batch: dict) -> dict:
     dur = (((logd - torch.log1p(batch["durations"].float())) ** 2) * pmask).sum() / pmask.sum()
     pit = (((pitch - batch["pitch"]) ** 2) * pmask).sum() / pmask.sum()
     ene = (((energy - batch["energy"]) ** 2) * pmask).sum() / pmask.sum()
-    return {"loss": mel + dur + 0.5 * pit + 0.5 * ene, "mel_l1": mel, "duration_mse": dur, "pitch_mse": pit,
-            "energy_mse": ene}
+    out = {"loss": mel + dur + 0.5 * pit + 0.5 * ene, "mel_l1": mel, "duration_mse": dur, "pitch_mse": pit,
+           "energy_mse": ene}
+    return out | {"mel_hat": mel_hat} if with_mel else out
 
 
 def spread(items: list[dict], voices: list[str], n: int) -> list[dict]:
@@ -309,11 +311,10 @@ def evaluate(model: FastSpeech, rows: list[dict], speakers: dict, cfg: TTSConfig
     for i in range(0, len(rows), 16):
         chunk = rows[i:i + 16]
         batch = collate(chunk, speakers, cfg)
-        parts = losses(model, batch)
+        parts = losses(model, batch, with_mel=True)
         sums["val_mel_l1"] += parts["mel_l1"].item() * len(chunk)
         sums["val_duration_mse"] += parts["duration_mse"].item() * len(chunk)
-        mel_hat, *_ = model(batch["ids"], batch["lengths"], batch["speaker"], batch["durations"], batch["pitch"],
-                            batch["energy"], batch["mel_lengths"])
+        mel_hat = parts["mel_hat"]
         _, logd, _, _ = model.encode(batch["ids"], batch["lengths"], batch["speaker"])
         pred = torch.clamp(torch.round(torch.expm1(logd)), min=0)
         for k, r in enumerate(chunk):

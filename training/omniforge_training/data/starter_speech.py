@@ -43,8 +43,7 @@ VOICES = {"joe": {"engine": "piper", "name": "Joe (US English, neural)", "gender
           **{v: {"engine": "flite", "name": f"flite {v}", "gender": "female" if v == "slt" else "male"} for v in FLITE_VOICES},
           **{k: {"engine": "espeak-ng", "name": f"espeak-ng {v}", "gender": "female" if "+f" in v else "male"}
              for k, v in ESPEAK_VOICES.items()}}
-for _v, _card in VOICES.items():
-    _card["language"] = _LANGUAGE.get(_v, "en-US")
+VOICES = {v: {**card, "language": _LANGUAGE.get(v, "en-US")} for v, card in VOICES.items()}
 STARTER_SPEECH = dict(n_wiki=2200, n_everyday=1000, voices_per_sentence=2, heldout_voice="slt", seed=1337)
 TRANSCRIPT_RE = re.compile(r"^[a-z' ]+$")
 

@@ -47,6 +47,12 @@ def align_durations(teacher: list[str], durations: list[int], ours: list[str]) -
     return out
 
 
+def _frames(mel: np.ndarray, t: int) -> np.ndarray:
+    """Exactly t frames: cut, or the last frame repeated (durations may cover a frame more)."""
+    mel = mel[:t]
+    return np.pad(mel, ((0, t - len(mel)), (0, 0)), mode="edge") if len(mel) < t else mel
+
+
 def cepstra(mel: np.ndarray, n: int = 20) -> np.ndarray:
     """Log-mel (T, n_mels) -> cepstral coefficients 1..n (DCT-II), normalised per coefficient
     over the utterance: what is said, less who says it and through what channel."""
@@ -79,11 +85,7 @@ def transfer_durations(durations: list[int], ref_mel: np.ndarray, mel: np.ndarra
     """Phoneme durations of a reference recording (frames of `ref_mel`) -> durations of the same
     phonemes in another recording of the same text (`mel`), by DTW; the total is len(mel)."""
     durations = [int(d) for d in durations]
-    t_ref = sum(durations)
-    ref_mel = ref_mel[:t_ref]
-    if len(ref_mel) < t_ref:
-        ref_mel = np.pad(ref_mel, ((0, t_ref - len(ref_mel)), (0, 0)), mode="edge")
-    a, b = cepstra(ref_mel), cepstra(mel)
+    a, b = cepstra(_frames(ref_mel, sum(durations))), cepstra(mel)
     cost = np.sqrt(np.maximum((a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2 * a @ b.T, 0.0))
     ref_frames, frames = dtw_path(cost)
     phoneme_of = np.repeat(np.arange(len(durations)), durations)   # reference frame -> phoneme
@@ -152,9 +154,7 @@ def utterance_features(x: np.ndarray, durations: list[int], fbank: np.ndarray | 
     """Audio (22,050 Hz, a whole number of hops long) and durations -> mel (T, 80), and log-F0 and
     energy per phoneme. T = sum(durations). `mel`: the audio's log-mel, when already computed."""
     t = int(sum(durations))
-    mel = (log_mel(x, TTS_MEL, fbank) if mel is None else mel)[:t]
-    if len(mel) < t:
-        mel = np.pad(mel, ((0, t - len(mel)), (0, 0)), mode="edge")
+    mel = _frames(log_mel(x, TTS_MEL, fbank) if mel is None else mel, t)
     f0 = yin_f0(x, TTS_MEL.sample_rate, TTS_MEL.hop, n_frames=t)
     voiced = f0 > 0
     log_f0 = np.where(voiced, np.log(np.maximum(f0, 1.0)), 0.0)
