@@ -29,7 +29,7 @@ from omniforge_shared.phonemes import SYMBOLS, ids as symbol_ids, phonemise
 
 from .checkpoint import atomic_write, save_weights
 from .data.speech import load_speech
-from .data.tts_features import TTS_MEL, align_durations, transfer_durations, utterance_features
+from .data.tts_features import TTS_MEL, align_durations, teacher_symbols, transfer_durations, utterance_features
 from .models.fastspeech import FastSpeech, TTSConfig
 from .loop import train_loop
 from .schedule import bucket_at, length_buckets, warmup_cosine
@@ -73,8 +73,7 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
     alignments of its own uses them; the others are timed against `reference`'s recording."""
     def aligned(item: dict) -> tuple[list[int], list[int]]:
         ids = our_ids(item["spoken"])
-        teacher = [id_to_symbol.get(int(i), "_") for i in item["phoneme_ids"]]
-        return ids, align_durations(teacher, item["durations"], [SYMBOLS[i] for i in ids])
+        return ids, align_durations(teacher_symbols(item, id_to_symbol), item["durations"], [SYMBOLS[i] for i in ids])
 
     ref = None
     out = []

@@ -257,8 +257,7 @@ def vocoder(ctx: JobContext) -> RecipeResult:
 @recipe("tts")
 def tts(ctx: JobContext) -> RecipeResult:
     """The acoustic model, voiced by a registered vocoder, exported as one text-to-speech bundle."""
-    from ..data.speech import load_speech
-    from ..export_tts import export_tts_bundle, voice_cards
+    from ..export_tts import export_tts_bundle
     from ..train_tts import TTSTrainConfig, train_tts
 
     p = validate_params("tts", ctx.params)
@@ -274,9 +273,7 @@ def tts(ctx: JobContext) -> RecipeResult:
     summary = train_tts(cfg, on_step=_reporter(ctx, stopped), log=ctx.log, progress=False)
 
     def export(out: Path, name: str, version: str, extra: dict):
-        manifest = load_speech(Path(ctx.dataset)).manifest
         return export_tts_bundle(Path(cfg.out), voc.path, out, name=name, version=version, log=ctx.log,
-                                 voices=voice_cards(cfg.voices, manifest),
                                  extra={**extra, "vocoder_model": {"name": voc.name, "version": voc.version}})
 
     return RecipeResult(run_dir=Path(cfg.out), summary=summary, stopped=stopped[0], export=export,
