@@ -6,7 +6,8 @@ usage.completion_tokens), requests/s, p50/p99 latency, errors, time to first tok
 httpx client with N concurrent streams: wrk cannot see the first event) and the ratio to the
 in-process engine kept saturated with N requests at the service's batch size, measured right
 before and right after each served window (the mean of the two; the machine's speed drifts), with
-the service's settings and with spinning threads, the faster of the two being the reference.
+the service's settings and with the engine's fastest settings alone (BENCH_THREADS threads that
+spin), the faster of the two being the reference.
 Requests cycle
 through seeds the engine alone found to run all 32 tokens before an end-of-text (the gateway has
 no ignore_eos), and the CPU cores each process used are reported beside them.
@@ -15,7 +16,8 @@ no ignore_eos), and the CPU cores each process used are reported beside them.
   BENCH_SERVED_LEVELS             concurrency levels, comma-separated (default 8,32,128)
   OMNIFORGE_TEXT_MAX_BATCH_SIZE   the service's batch size, used by the engine alone as well
                                   (default: the service's own default)
-  BENCH_THREADS                   onnxruntime threads of the service and the engine alone (default 2)
+  BENCH_THREADS                   onnxruntime threads of the engine alone (default 2), and of the
+                                  service unless OMNIFORGE_TEXT_THREADS sets its own
 
 Needs `wrk` (`apt-get install -y wrk`).
 """
@@ -60,15 +62,17 @@ def bench_served() -> dict:
     # 1. the engine alone finds the seeds; it is measured again right before and right after
     # each served window (the service idle meanwhile), since this machine's speed drifts. Its
     # threads spin when that is faster alone: the reference is the better of the two
-    alones = [EngineAlone(bundle_dir, max_batch, THREADS)]
-    if not load_settings(TextServiceSettings).spin_wait:
+    service_threads = int(os.environ.get("OMNIFORGE_TEXT_THREADS", THREADS))
+    service = load_settings(TextServiceSettings)
+    alones = [EngineAlone(bundle_dir, max_batch, service_threads)]
+    if (service_threads, service.spin_wait) != (THREADS, True):
         alones.append(EngineAlone(bundle_dir, max_batch, THREADS, spin_wait=True))
     seeds = asyncio.run(alones[0].find_seeds())
     for alone in alones[1:]:
         alone.seeds = seeds
     # 2. the served path, gateway -> gRPC -> text service, as processes
     try:
-        served = _served(bundle_dir, levels, seconds, max_batch, THREADS, seeds, _percentiles, alones)
+        served = _served(bundle_dir, levels, seconds, max_batch, service_threads, seeds, _percentiles, alones)
     finally:
         for alone in alones:
             alone.engine.stop()
@@ -86,7 +90,8 @@ def bench_served() -> dict:
     _print_table(rows, max_batch)
     return {"model": "text-starter (fp32 ONNX)", "prompt": PROMPT, "max_tokens": NEW_TOKENS,
             "temperature": TEMPERATURE, "seconds": seconds, "max_batch_size": max_batch,
-            "service_threads": THREADS, "wrk_threads": 1, **rows,
+            "service_threads": service_threads, "service_spin_wait": service.spin_wait,
+            "engine_alone_threads": THREADS, "wrk_threads": 1, **rows,
             "goal": {"ratio": GOAL_RATIO, "levels": list(GOAL_LEVELS), "errors": 0,
                      "met": all(judged) if judged else None}}
 
@@ -111,7 +116,7 @@ class EngineAlone:
         # built as the service builds it: the same settings (OMNIFORGE_TEXT_*), the same factory;
         # `overrides` change some (the engine's fastest configuration need not be the service's)
         settings = load_settings(TextServiceSettings, threads=threads, max_batch_size=max_batch, **overrides)
-        self.name = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "service settings"
+        self.name = ", ".join([f"threads={threads}"] + [f"{k}={v}" for k, v in overrides.items()])
         self.max_batch = max_batch
         self.engine = load_engine(load_bundle(bundle_dir), _Pool(settings))
         self.seeds: list[int] = []
@@ -169,6 +174,7 @@ def _served(bundle_dir: Path, levels: list[int], seconds: int, max_batch: int, t
 
     sys.path.insert(0, str(ROOT / "tests"))
     from support import Proc, free_port, grpc_serving, wait_for
+    from run import TEXT_ONLY
 
     home = Path(tempfile.mkdtemp(prefix="omniforge-bench-served-"))
     tport, gport = free_port(), free_port()
@@ -179,7 +185,7 @@ def _served(bundle_dir: Path, levels: list[int], seconds: int, max_batch: int, t
         home / "text.log").start()
     gateway = Proc("omniforge_gateway.app", {
         "OMNIFORGE_HOME": str(home), "OMNIFORGE_GATEWAY_PORT": str(gport),
-        "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{tport}"}, home / "gateway.log").start()
+        "OMNIFORGE_GATEWAY_TEXT_ADDRESS": f"127.0.0.1:{tport}", **TEXT_ONLY}, home / "gateway.log").start()
     url = f"http://127.0.0.1:{gport}"
     rows, ok = {}, False
     try:

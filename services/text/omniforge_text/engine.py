@@ -2,9 +2,12 @@
 
 Requests join a running batch at the next step instead of waiting for it to finish. One
 scheduler thread owns the batch; each step it
-  1. admits waiting requests (their prompts are prefilled together into free cache rows),
+  1. admits waiting requests: a short prompt joins the running batch and is fed to the decode
+     steps a token a step; longer prompts (or any, when nothing runs) are prefilled together
+     into free cache rows in a step of their own,
   2. runs one decode step for every running sequence,
-  3. samples a token per sequence and hands new text to the request's asyncio queue,
+  3. samples a token per sequence whose prompt is all in the cache and hands new text to the
+     request's asyncio queue,
   4. drops finished or cancelled sequences, moving the last rows into the freed ones.
 Sequence i of the batch owns row i of the KV cache; the backend writes each step's keys and
 values into it in place, so a step never copies what is already cached.
@@ -26,7 +29,7 @@ from omniforge_shared.backends import DecoderBackend
 from omniforge_shared.backends.base import KVCache
 from omniforge_shared.tokenizer import IncrementalDecoder, Tokenizer
 
-from .sampling import SamplingParams, sample_token
+from .sampling import SamplingParams, sample_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Sequence:
     rng: np.random.Generator
     decoder: IncrementalDecoder
     ids: list[int] = field(default_factory=list)     # prompt + generated
+    fed: int = 0                                     # tokens whose keys and values are in the cache
     text: str = ""                                   # generated text so far
     sent: int = 0                                    # characters of `text` already handed out
     stream: bool = True                              # False: one piece, at the end
@@ -64,11 +68,6 @@ class Sequence:
     handed_out_at: float = 0.0                       # when the last piece was handed out
     cancelled: bool = False
     finish_reason: str = ""
-
-    @property
-    def cached(self) -> int:
-        """Tokens whose keys and values are in the cache: all but the last sampled one."""
-        return len(self.ids) - 1
 
     @property
     def generated(self) -> int:
@@ -83,17 +82,24 @@ class Sequence:
 
 class TextEngine:
     def __init__(self, backend: DecoderBackend, tokenizer: Tokenizer, *, max_batch_size: int = 16,
-                 max_tokens_limit: int | None = None, stream_interval_s: float = 0.0) -> None:
+                 max_tokens_limit: int | None = None, stream_interval_s: float = 0.0,
+                 feed_prompt_tokens: int = 8) -> None:
         """`stream_interval_s`: a streamed sequence hands out its text at most this often (its
-        first piece at once), so a busy server sends a few tokens a message instead of one."""
+        first piece at once), so a busy server sends a few tokens a message instead of one.
+        `feed_prompt_tokens`: a prompt this short joins a running batch at once and is fed to its
+        decode steps a token a step, instead of stopping every running sequence for a prefill
+        step of its own (under load arrivals are spread out, and each such step costs as much as
+        a decode step of the whole batch); 0 prefills every prompt."""
         self.backend = backend
         self.spec = backend.spec
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.stream_interval_s = stream_interval_s
+        self.feed_prompt_tokens = feed_prompt_tokens
         self.context_length = self.spec.context_length
         self.max_tokens_limit = min(max_tokens_limit or self.context_length, self.context_length)
         self._waiting: queue.Queue[Sequence] = queue.Queue()
+        self._ready: list[Sequence] = []   # taken off the queue, waiting for a prefill step
         self._running: list[Sequence] = []
         self._pending: list[tuple[Sequence, Piece]] = []   # pieces sampled but not yet handed out
         self._prefilled_last = False
@@ -105,6 +111,7 @@ class TextEngine:
         self._thread = threading.Thread(target=self._run, name="text-engine", daemon=True)
         self._thread.start()
         self.steps = 0
+        self.prefill_steps = 0
         self.max_batch_seen = 0
         self.cancelled = 0                  # sequences dropped because their caller went away
 
@@ -116,7 +123,7 @@ class TextEngine:
 
     def gauges(self) -> dict[str, float]:
         """Read by the service's metrics endpoint at scrape time."""
-        return {"engine_queue_depth_requests": self._waiting.qsize(),
+        return {"engine_queue_depth_requests": self._waiting.qsize() + len(self._ready),
                 "running_batch_size_sequences": len(self._running)}
 
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -198,7 +205,7 @@ class TextEngine:
 
     def _run(self) -> None:
         while not self._stopping:
-            if not self._running and self._waiting.empty():
+            if not self._running and not self._ready and self._waiting.empty():
                 self._flush()
                 if self._retire_at is not None and time.monotonic() - self._retire_at > 1.0:
                     with self._submit_lock:
@@ -225,7 +232,7 @@ class TextEngine:
             seq.emit(EngineStopped("engine is shutting down"))
 
     def _drain_waiting(self) -> list[Sequence]:
-        out = []
+        out, self._ready = self._ready, []
         while True:
             try:
                 out.append(self._waiting.get_nowait())
@@ -237,25 +244,30 @@ class TextEngine:
 
     def _step(self) -> None:
         self._drop_cancelled()
-        # 1. admit waiting requests: prefill their prompts together. Never twice in a row while
-        # others run, so a steady stream of arrivals cannot starve the running sequences
+        # 1. admit waiting requests, first come first served. While others run, a short prompt
+        # joins the decode batch; the rest are prefilled together, never twice in a row, so a
+        # steady stream of arrivals cannot starve the running sequences
+        ready = [s for s in self._drain_waiting() if not s.cancelled]
         room = self.max_batch_size - len(self._running)
-        if self._prefilled_last and self._running:
-            room = 0
-        new = []
-        while room > 0:
-            try:
-                seq = self._waiting.get_nowait()
-            except queue.Empty:
-                break
-            if not seq.cancelled:
+        may_prefill = not (self._prefilled_last and self._running)
+        joining, new = [], []
+        for seq in ready:
+            if room == 0:
+                self._ready.append(seq)
+            elif self._running and len(seq.prompt_ids) <= self.feed_prompt_tokens:
+                joining.append(seq)
+                room -= 1
+            elif may_prefill:
                 new.append(seq)
                 room -= 1
+            else:
+                self._ready.append(seq)
         self._prefilled_last = bool(new)
+        self._running.extend(joining)      # fed from the next decode step on
         if new:
             self._prefill(new)
-        # 2. one decode step for every sequence that already has a sampled token
-        elif self._running:
+        # 2. one decode step for every running sequence
+        if not new and self._running:
             self._decode()
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(self._running))
@@ -270,27 +282,32 @@ class TextEngine:
         self._running.extend(new)          # before the step: a failing step fails them too
         self._flush()
         logits = self.backend.forward(ids, lengths, self._cache, first)
+        self.prefill_steps += 1
+        for seq in new:
+            seq.fed = len(seq.prompt_ids)
         self._advance(new, logits[np.arange(len(new)), lengths - 1], range(first, first + len(new)))
 
     def _decode(self) -> None:
-        ids = np.array([[s.ids[-1]] for s in self._running], np.int64)
-        lengths = np.array([len(s.ids) for s in self._running], np.int32)
+        """Feeds each row its next token: the last sampled one, or a joining prompt's next one."""
+        ids = np.array([[s.ids[s.fed]] for s in self._running], np.int64)
+        lengths = np.array([s.fed + 1 for s in self._running], np.int32)
         self._flush()
         logits = self.backend.forward(ids, lengths, self._cache, 0)
-        self._advance(list(self._running), logits[:, 0], range(len(self._running)))
+        for seq in self._running:
+            seq.fed += 1
+        # rows whose whole context is now cached sample a token; a prompt still being fed does not
+        rows = [i for i, s in enumerate(self._running) if s.fed == len(s.ids)]
+        if len(rows) == len(self._running):
+            self._advance(list(self._running), logits[:, 0], rows)
+        elif rows:
+            self._advance([self._running[i] for i in rows], logits[rows, 0], rows)
 
     def _advance(self, seqs: list[Sequence], last_logits: np.ndarray, rows) -> None:
         """Samples one token per sequence, emits its text, retires finished sequences."""
         finished, out = [], []
         now = time.perf_counter()
-        greedy = last_logits.argmax(-1).tolist()       # one call for every plain greedy row
-        for seq, row, logits, best in zip(seqs, rows, last_logits, greedy):
-            p = seq.params
-            if p.temperature == 0 and p.repetition_penalty == 1.0:
-                token = best
-            else:
-                seen = np.array(seq.ids, np.int64) if p.repetition_penalty != 1.0 else None
-                token = sample_token(logits, p, seq.rng, seen)
+        tokens = sample_tokens(last_logits, [s.params for s in seqs], [s.rng for s in seqs], [s.ids for s in seqs])
+        for seq, row, token in zip(seqs, rows, tokens):
             seq.ids.append(token)
             seq.first_token_at = seq.first_token_at or now
             if token == self.tokenizer.eos_id and not seq.params.ignore_eos:
@@ -351,7 +368,7 @@ class TextEngine:
         holes = sorted(r for r in rows if r < n)
         movers = [r for r in range(n, len(self._running)) if r not in rows]
         for hole, src in zip(holes, movers):
-            self._cache.move(src, hole, self._running[src].cached)
+            self._cache.move(src, hole, self._running[src].fed)
             self._running[hole] = self._running[src]
         del self._running[n:]
 

@@ -32,7 +32,8 @@ def load_engine(bundle: Bundle, pool: serving.ModelPool) -> TextEngine:
     backend = load_decoder(bundle, backend=s.backend, threads=s.threads, int8=s.int8, triton_url=s.triton_url,
                            base_bundle=base, spin_wait=s.spin_wait)
     return TextEngine(backend, load_tokenizer(bundle.file("tokenizer")), max_batch_size=s.max_batch_size,
-                      max_tokens_limit=s.max_tokens_limit, stream_interval_s=s.stream_interval_ms / 1000)
+                      max_tokens_limit=s.max_tokens_limit, stream_interval_s=s.stream_interval_ms / 1000,
+                      feed_prompt_tokens=s.feed_prompt_tokens)
 
 
 def make_pool(settings: TextServiceSettings) -> serving.ModelPool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -9,6 +10,7 @@ import time
 import grpc
 
 from omniforge_proto.v1 import common_pb2, text_pb2, text_pb2_grpc
+from omniforge_shared.chat import InvalidChat, chat_spec, render_chat
 from omniforge_shared.metrics import TOKEN_BUCKETS
 from omniforge_shared.serving import ModelNotFound, ModelPool, label_call, list_models_reply
 
@@ -28,6 +30,19 @@ def to_params(msg: text_pb2.SamplingParams) -> SamplingParams:
         stop=tuple(msg.stop),
         seed=msg.seed if msg.HasField("seed") else None,
     )
+
+
+def _prompt(request: text_pb2.GenerateRequest, manifest: dict) -> tuple[str, SamplingParams]:
+    """The prompt and sampling parameters of a request: its prompt as sent, or its messages
+    rendered with the model's chat template, whose end-of-turn strings then also stop the reply."""
+    params = to_params(request.sampling)
+    if not request.messages:
+        return request.prompt, params
+    if request.prompt:
+        raise InvalidChat("send either a prompt or messages, not both")
+    template, stop = chat_spec(manifest)
+    prompt = render_chat(template, [{"role": m.role, "content": m.content} for m in request.messages])
+    return prompt, dataclasses.replace(params, stop=params.stop + tuple(s for s in stop if s not in params.stop))
 
 
 class TextServicer(text_pb2_grpc.TextServiceServicer):
@@ -63,8 +78,8 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         loaded = await self._model(request.model, context)
         labels = (loaded.name, loaded.version)
         try:
-            params = to_params(request.sampling)
-            pieces = loaded.engine.generate(request.prompt, params, stream=stream)
+            prompt, params = _prompt(request, loaded.bundle.manifest)
+            pieces = loaded.engine.generate(prompt, params, stream=stream)
             try:
                 async for piece in pieces:
                     if piece.finish_reason:
@@ -72,7 +87,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                     yield piece, loaded
             finally:
                 await pieces.aclose()   # a cancelled RPC cancels the sequence in the engine
-        except InvalidRequest as e:
+        except (InvalidRequest, InvalidChat) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except EngineStopped as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))

@@ -16,9 +16,10 @@ class TextServiceSettings(ServiceSettings):
     backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"   # torch: with omniforge-training
     triton_url: str = "127.0.0.1:8001"                 # Triton's gRPC address, for backend=triton
     int8: bool = False
-    # onnxruntime's worker threads spin between ops: a little faster alone, but on a small machine
-    # they take the CPU that the service's gRPC work and the gateway need (measured: bench served)
-    spin_wait: bool = False
+    # onnxruntime's worker threads spin between ops instead of sleeping: a decode step is a few
+    # milliseconds of many small ops, and waking a sleeping thread for each cost 20-25 % of the
+    # tokens delivered under load, even with the gateway on the same two cores (bench served)
+    spin_wait: bool = True
     # LoRA bundles: "merged" serves their merged ONNX graph; "adapter" (torch backend) puts the
     # adapter on top of its base model's weights
     adapters: Literal["merged", "adapter"] = "merged"
@@ -27,3 +28,6 @@ class TextServiceSettings(ServiceSettings):
     # a stream hands out its new text at most this often (the first piece at once): under load a
     # message carries a few tokens instead of one (0 = every token its own message)
     stream_interval_ms: float = Field(20.0, ge=0, le=1000)
+    # a prompt of at most this many tokens joins a running batch and is fed a token a decode step,
+    # instead of a prefill step that stalls every running sequence (0: prefill every prompt)
+    feed_prompt_tokens: int = Field(8, ge=0, le=64)

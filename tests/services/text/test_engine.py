@@ -238,3 +238,85 @@ def test_sampling_draws_what_rng_choice_draws_for_the_same_seed():
         q = np.zeros_like(p)
         q[keep] = p[keep]
         assert ours == np.random.default_rng(seed).choice(q.size, p=q / q.sum())
+
+
+def test_a_batch_draws_what_each_row_draws_alone():
+    """sample_tokens (one softmax and draw for the plain rows, one argmax for the greedy ones)
+    picks, row for row, what sample_token picks with the same generator."""
+    import numpy as np
+
+    from omniforge_text.sampling import sample_token, sample_tokens
+
+    logits = np.random.default_rng(1).normal(size=(6, 4096)).astype(np.float32) * 3
+    params = [SamplingParams(temperature=0.8), SamplingParams(temperature=0), SamplingParams(temperature=1.3),
+              SamplingParams(temperature=0.7, top_k=20), SamplingParams(temperature=0, repetition_penalty=1.5),
+              SamplingParams(temperature=0.5)]
+    seen = [[1, 2, 3]] * 6
+    for seed in range(100):
+        batch = sample_tokens(logits, params, [np.random.default_rng(seed + i) for i in range(6)], seen)
+        alone = [sample_token(logits[i], p, np.random.default_rng(seed + i),
+                              np.array(seen[i]) if p.repetition_penalty != 1.0 else None)
+                 for i, p in enumerate(params)]
+        assert batch == alone
+
+
+def _slow_decoder(tiny_bundle):
+    """The tiny model's decoder at 5 ms a step, so a 50-token generation outlasts the requests
+    a test sends while it runs, however loaded the machine is."""
+    import time
+
+    backend = load_decoder(load_bundle(tiny_bundle), threads=1)
+    forward = backend.forward
+
+    def slow(*args):
+        time.sleep(0.005)
+        return forward(*args)
+
+    backend.forward = slow
+    return backend
+
+
+async def test_a_short_prompt_joins_a_running_batch_without_a_prefill_step(tiny_bundle):
+    """While a generation runs, short prompts are fed to the decode steps a token a step: no
+    prefill step stalls the running sequence, and each reply is what it is alone."""
+    eng = TextEngine(_slow_decoder(tiny_bundle), load_tokenizer(load_bundle(tiny_bundle).file("tokenizer")),
+                     feed_prompt_tokens=8)
+    prompts = ["To be", "O", "The king"]
+    try:
+        alone = [await complete(eng, p, max_tokens=12, temperature=0) for p in prompts]
+        started = asyncio.Event()
+
+        async def long():
+            async for _ in eng.generate("HAMLET:\n", SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)):
+                started.set()
+
+        task = asyncio.ensure_future(long())
+        await started.wait()
+        prefills = eng.prefill_steps
+        joined = await asyncio.gather(*[complete(eng, p, max_tokens=12, temperature=0) for p in prompts])
+        assert eng.prefill_steps == prefills, "a short prompt stopped the running batch for a prefill"
+        assert [t for t, _ in joined] == [t for t, _ in alone]
+        assert [last.prompt_tokens for _, last in joined] == [last.prompt_tokens for _, last in alone]
+        await task
+    finally:
+        eng.stop()
+
+
+async def test_a_long_prompt_still_gets_a_prefill_step(tiny_bundle):
+    eng = TextEngine(_slow_decoder(tiny_bundle), load_tokenizer(load_bundle(tiny_bundle).file("tokenizer")),
+                     feed_prompt_tokens=4)
+    try:
+        started = asyncio.Event()
+
+        async def long():
+            async for _ in eng.generate("HAMLET:\n", SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)):
+                started.set()
+
+        task = asyncio.ensure_future(long())
+        await started.wait()
+        prefills = eng.prefill_steps
+        text, _ = await complete(eng, "What is the matter, my lord?\n", max_tokens=5, temperature=0)
+        assert eng.prefill_steps == prefills + 1 and len(text) == 5
+        await task
+    finally:
+        eng.stop()
