@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,7 +16,8 @@ from omniforge_shared.settings import load_settings
 from . import errors
 from .clients import CLIENTS
 from .metrics import GatewayMetrics, RequestMiddleware
-from .routes import audio, caption, datasets, generate, health, images, models, search, training
+from .routes import (audio, caption, datasets, generate, health, images, models, openai_media, openai_text, search,
+                     training)
 from .settings import GatewaySettings
 
 logger = logging.getLogger("omniforge.gateway")
@@ -58,9 +60,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   description="Generate text, images and speech, transcribe speech, embed text and images into one space, and search, with your own models.")
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.started_at = time.time()        # the `created` of /v1/models
     errors.install(app)
     for router in (generate.router, caption.router, images.router, search.router, audio.router, models.router,
-                   health.router, training.router, datasets.router):
+                   health.router, training.router, datasets.router, openai_text.router, openai_media.router):
         app.include_router(router)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app

@@ -1,4 +1,5 @@
-"""Errors as JSON `{"error": {"code", "message"}}`, and the one gRPC-status -> HTTP mapping."""
+"""Errors as JSON `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape, so its
+clients raise the right exception), and the one gRPC-status -> HTTP mapping."""
 from __future__ import annotations
 
 import logging
@@ -28,13 +29,26 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 
+def error_type(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status."""
+    return {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
+            415: "invalid_request_error", 422: "invalid_request_error",
+            429: "rate_limit_error"}.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(status: int, code: str, message: str, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.status, self.code, self.message, self.headers, self.param = status, code, message, headers or {}, param
 
     def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
+        return error_body(self.status, self.code, self.message, self.param)
 
 
 def from_grpc(err: grpc.aio.AioRpcError, *, service: str, retry_after_s: int) -> ApiError:
@@ -67,6 +81,12 @@ def _describe(errors) -> str:
     return "; ".join(parts)
 
 
+def _param(errors) -> str | None:
+    """The request field the first error is about (OpenAI's `param`), if it names one."""
+    loc = [str(x) for x in errors[0]["loc"] if x != "body"] if errors else []
+    return ".".join(loc) or None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -77,16 +97,17 @@ def install(app: FastAPI) -> None:
         errors = exc.errors()
         unicode = [e for e in errors if e["type"] == "invalid_unicode"]
         if unicode:
-            return JSONResponse({"error": {"code": "invalid_request", "message": unicode[0]["msg"]}}, status_code=400)
+            return JSONResponse(error_body(400, "invalid_request", unicode[0]["msg"]), status_code=400)
         malformed = any(e["type"] in ("json_invalid", "model_attributes_type") and e["loc"][:1] == ("body",)
                         and len(e["loc"]) <= 2 for e in errors)
         status = 400 if malformed else 422
         content_type = request.headers.get("content-type", "")
         if malformed and "json" not in content_type:
-            return JSONResponse({"error": {"code": "invalid_request", "message":
-                                 f"request body must be JSON with Content-Type: application/json "
-                                 f"(got {content_type or 'no content type'})"}}, status_code=415)
-        return JSONResponse({"error": {"code": "invalid_request", "message": _describe(errors)}}, status_code=status)
+            return JSONResponse(error_body(415, "invalid_request",
+                                           f"request body must be JSON with Content-Type: application/json "
+                                           f"(got {content_type or 'no content type'})"), status_code=415)
+        return JSONResponse(error_body(status, "invalid_request", _describe(errors), _param(errors)),
+                            status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -94,12 +115,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400 and "parsing the body" in message:
             # FastAPI's words for a body that is not UTF-8
             message = "request body could not be decoded; send a JSON object encoded as UTF-8"
-            return JSONResponse({"error": {"code": "invalid_request", "message": message}}, status_code=400)
-        return JSONResponse({"error": {"code": "http_error", "message": message}},
+            return JSONResponse(error_body(400, "invalid_request", message), status_code=400)
+        return JSONResponse(error_body(exc.status_code, "http_error", message),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         logger.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"error": {"code": "internal", "message": f"internal error: {type(exc).__name__}"}},
-                            status_code=500)
+        return JSONResponse(error_body(500, "internal", f"internal error: {type(exc).__name__}"), status_code=500)

@@ -27,6 +27,7 @@ import torch
 
 from omniforge_shared.backends.base import GRAPH_FORMAT, DecoderSpec, KVCache, cache_io_names
 from omniforge_shared.bundle import Bundle, write_bundle
+from omniforge_shared.chat import DEFAULT_STOP, DEFAULT_TEMPLATE
 from omniforge_shared.tokenizer import load_tokenizer
 
 from .checkpoint import load_weights
@@ -299,7 +300,8 @@ def export_bundle(run_dir: Path, out: Path, *, name: str, version: str, int8: bo
         data=config.get("data", {}),
         code_version=code_version(),
         export_seconds=round(time.time() - t0, 1),
-        **(extra or {}),
+        # how /v1/chat/completions turns messages into this model's prompt
+        **{"chat": {"template": DEFAULT_TEMPLATE, "stop": list(DEFAULT_STOP)}, **(extra or {})},
     )
     log(f"bundle {name}:{version} written to {out}")
     return bundle

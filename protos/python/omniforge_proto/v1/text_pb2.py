@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from omniforge_proto.v1 import common_pb2 as omniforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17omniforge/v1/text.proto\x12\x0comniforge.v1\x1a\x19omniforge/v1/common.proto\"\x9d\x01\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\x05 \x01(\x02\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"x\n\x0fGenerateRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.omniforge.v1.ModelRef\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.omniforge.v1.SamplingParams\"\x81\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.omniforge.v1.Usage\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"~\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.omniforge.v1.Usage\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"C\n\x0cScoreRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.omniforge.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\"f\n\rScoreResponse\x12\x16\n\x0elog_likelihood\x18\x01 \x01(\x01\x12\x12\n\nnum_tokens\x18\x02 \x01(\x05\x12\x12\n\nperplexity\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\t2\xbb\x02\n\x0bTextService\x12I\n\x08Generate\x12\x1d.omniforge.v1.GenerateRequest\x1a\x1e.omniforge.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.omniforge.v1.GenerateRequest\x1a\x1b.omniforge.v1.GenerateChunk0\x01\x12@\n\x05Score\x12\x1a.omniforge.v1.ScoreRequest\x1a\x1b.omniforge.v1.ScoreResponse\x12O\n\nListModels\x12\x1f.omniforge.v1.ListModelsRequest\x1a .omniforge.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17omniforge/v1/text.proto\x12\x0comniforge.v1\x1a\x19omniforge/v1/common.proto\"\x9d\x01\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x1a\n\x12repetition_penalty\x18\x05 \x01(\x02\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa5\x01\n\x0fGenerateRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.omniforge.v1.ModelRef\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12.\n\x08sampling\x18\x03 \x01(\x0b\x32\x1c.omniforge.v1.SamplingParams\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.omniforge.v1.ChatMessage\"\x81\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.omniforge.v1.Usage\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"~\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.omniforge.v1.Usage\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"C\n\x0cScoreRequest\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.omniforge.v1.ModelRef\x12\x0c\n\x04text\x18\x02 \x01(\t\"f\n\rScoreResponse\x12\x16\n\x0elog_likelihood\x18\x01 \x01(\x01\x12\x12\n\nnum_tokens\x18\x02 \x01(\x05\x12\x12\n\nperplexity\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\t2\xbb\x02\n\x0bTextService\x12I\n\x08Generate\x12\x1d.omniforge.v1.GenerateRequest\x1a\x1e.omniforge.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.omniforge.v1.GenerateRequest\x1a\x1b.omniforge.v1.GenerateChunk0\x01\x12@\n\x05Score\x12\x1a.omniforge.v1.ScoreRequest\x1a\x1b.omniforge.v1.ScoreResponse\x12O\n\nListModels\x12\x1f.omniforge.v1.ListModelsRequest\x1a .omniforge.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAMPLINGPARAMS']._serialized_start=69
   _globals['_SAMPLINGPARAMS']._serialized_end=226
-  _globals['_GENERATEREQUEST']._serialized_start=228
-  _globals['_GENERATEREQUEST']._serialized_end=348
-  _globals['_GENERATERESPONSE']._serialized_start=351
-  _globals['_GENERATERESPONSE']._serialized_end=480
-  _globals['_GENERATECHUNK']._serialized_start=482
-  _globals['_GENERATECHUNK']._serialized_end=608
-  _globals['_SCOREREQUEST']._serialized_start=610
-  _globals['_SCOREREQUEST']._serialized_end=677
-  _globals['_SCORERESPONSE']._serialized_start=679
-  _globals['_SCORERESPONSE']._serialized_end=781
-  _globals['_TEXTSERVICE']._serialized_start=784
-  _globals['_TEXTSERVICE']._serialized_end=1099
+  _globals['_CHATMESSAGE']._serialized_start=228
+  _globals['_CHATMESSAGE']._serialized_end=272
+  _globals['_GENERATEREQUEST']._serialized_start=275
+  _globals['_GENERATEREQUEST']._serialized_end=440
+  _globals['_GENERATERESPONSE']._serialized_start=443
+  _globals['_GENERATERESPONSE']._serialized_end=572
+  _globals['_GENERATECHUNK']._serialized_start=574
+  _globals['_GENERATECHUNK']._serialized_end=700
+  _globals['_SCOREREQUEST']._serialized_start=702
+  _globals['_SCOREREQUEST']._serialized_end=769
+  _globals['_SCORERESPONSE']._serialized_start=771
+  _globals['_SCORERESPONSE']._serialized_end=873
+  _globals['_TEXTSERVICE']._serialized_start=876
+  _globals['_TEXTSERVICE']._serialized_end=1191
 # @@protoc_insertion_point(module_scope)
