@@ -17,6 +17,8 @@ def _isolated_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("omniforge-home")
     old = os.environ.get("OMNIFORGE_HOME")
     os.environ["OMNIFORGE_HOME"] = str(home)
+    # the gateways tests start are local runs: keys off unless a test turns them on (tests/gateway/test_keys.py)
+    os.environ.setdefault("OMNIFORGE_GATEWAY_AUTH", "off")
     yield home
     if old is None:
         os.environ.pop("OMNIFORGE_HOME", None)

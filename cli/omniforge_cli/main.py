@@ -7,7 +7,7 @@ import typer
 
 from omniforge_shared.settings import ConfigError
 
-from . import data, evaluate, export, jobs, models, stack, train
+from . import data, evaluate, export, jobs, keys, models, stack, train
 from .context import err
 
 app = typer.Typer(help="omniforge: build, train and serve your own multimodal models.", no_args_is_help=True)
@@ -19,6 +19,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")
 app.add_typer(export.app, name="export")
 app.add_typer(evaluate.app, name="eval")
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

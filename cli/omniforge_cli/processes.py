@@ -77,9 +77,11 @@ def start(*, detach: bool) -> list[Process]:
     procs = []
     for name, module in COMPONENTS.items():
         log = run_dir() / f"{name}.log"
+        # a local run: the gateway listens on loopback without keys unless OMNIFORGE_GATEWAY_AUTH says otherwise
+        env = {**os.environ, "OMNIFORGE_GATEWAY_AUTH": os.environ.get("OMNIFORGE_GATEWAY_AUTH", "off")}
         with open(log, "ab") as f:
             popen = subprocess.Popen([sys.executable, "-m", module], stdout=f, stderr=subprocess.STDOUT,
-                                     start_new_session=detach)
+                                     start_new_session=detach, env=env)
         (run_dir() / f"{name}.pid").write_text(str(popen.pid))
         procs.append(Process(name, popen.pid, log))
     return procs

@@ -6,17 +6,20 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from omniforge_shared.jobs.queue import TrainingSettings, enqueue, make_celery
 from omniforge_shared.jobs.store import JobStore
+from omniforge_shared.keys import KeyStore
 from omniforge_shared.logs import setup_logging
 from omniforge_shared.registry_settings import RegistrySettings
 from omniforge_shared.settings import load_settings
 
 from . import errors
 from .clients import CLIENTS
+from .auth import AuthMiddleware, MemoryCounter, RedisCounter
 from .metrics import GatewayMetrics, RequestMiddleware
-from .routes import (audio, caption, datasets, generate, health, images, models, openai_media, openai_text, search,
+from .routes import (admin, audio, caption, datasets, generate, health, images, models, openai_media, openai_text, search,
                      training)
 from .settings import GatewaySettings
 
@@ -49,6 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.registry = registry_settings.open()
         app.state.data_root = registry_settings.data_root     # the worker reads the same setting
         app.state.jobs = TrainingJobs(app.state.registry)
+        app.state.keys = KeyStore(app.state.registry)
         try:
             yield
         finally:
@@ -62,10 +66,23 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.started_at = time.time()        # the `created` of /v1/models
     errors.install(app)
+    if not settings.auth:
+        logger.warning("API keys are OFF: anyone who reaches %s:%d may use every route. This is for local runs "
+                       "only; set OMNIFORGE_GATEWAY_AUTH=on and create keys with `omniforge keys create`",
+                       settings.host, settings.port)
     for router in (generate.router, caption.router, images.router, search.router, audio.router, models.router,
-                   health.router, training.router, datasets.router, openai_text.router, openai_media.router):
+                   health.router, training.router, datasets.router, openai_text.router, openai_media.router,
+                   admin.router):
         app.include_router(router)
+    # the last added runs first: CORS, then the request id and metrics, then the keys
+    if settings.auth:
+        counter = RedisCounter(settings.redis_url) if settings.redis_url else MemoryCounter()
+        app.add_middleware(AuthMiddleware, keys=lambda: app.state.keys, counter=counter,
+                           default_rate_limit=settings.rate_limit_per_minute, default_quota=settings.quota_per_day)
     app.add_middleware(RequestMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["x-request-id", "retry-after"])
     return app
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import ipaddress
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +31,22 @@ class GatewaySettings(BaseSettings):
     # an audio file in a request (/transcribe, /embed): larger ones get a 413 before any decoding
     max_audio_mb: float = Field(25.0, gt=0, le=64)
 
+    # API keys (`omniforge keys create`): on unless switched off, which only a local run may do
+    auth: bool = True
+    rate_limit_per_minute: int = Field(600, ge=1)       # per key, unless the key sets its own
+    quota_per_day: int | None = Field(None, ge=1)       # requests per key a day; None = no quota
+    # rate-limit counters shared by every gateway replica; in this process when unset
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("OMNIFORGE_REDIS_URL", "redis_url"))
+    cors_origins: list[str] = Field(default_factory=list)   # e.g. ["https://app.example.com"]; [] = no CORS
+
+    @model_validator(mode="after")
+    def _auth_off_only_locally(self):
+        if not self.auth and not _loopback(self.host):
+            raise ValueError(f"OMNIFORGE_GATEWAY_AUTH=off is for local runs only, and OMNIFORGE_GATEWAY_HOST="
+                             f"{self.host} is reachable from other machines: set OMNIFORGE_GATEWAY_AUTH=on and "
+                             "create keys with `omniforge keys create`")
+        return self
+
     @field_validator("text_address", "image_address", "audio_address", "fusion_address")
     @classmethod
     def _empty_is_unset(cls, v):
@@ -37,3 +55,12 @@ class GatewaySettings(BaseSettings):
     def addresses(self) -> dict[str, str | None]:
         """service label -> its address (None: not configured)."""
         return {label: getattr(self, f"{label}_address") for label in ("text", "image", "audio", "fusion")}
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -12,8 +12,13 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz")
-async def healthz() -> dict:
-    return {"status": "ok"}
+async def healthz(settings: SettingsDep) -> dict:
+    """Alive; says whether API keys are required (they are off only in a local run)."""
+    if settings.auth:
+        return {"status": "ok", "auth": "on"}
+    return {"status": "ok", "auth": "off",
+            "warning": "API keys are OFF: every route is open to whoever reaches this gateway (a local run); "
+                       "set OMNIFORGE_GATEWAY_AUTH=on and create keys with `omniforge keys create`"}
 
 
 @router.get("/readyz")

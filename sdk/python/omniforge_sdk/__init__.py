@@ -1,7 +1,7 @@
 """Python client for the omniforge gateway (depends on httpx only).
 
     from omniforge_sdk import Client
-    client = Client()                                   # http://127.0.0.1:8000
+    client = Client()                          # http://127.0.0.1:8000; api_key= or OMNIFORGE_API_KEY when keys are on
     print(client.generate(prompt="ROMEO:", max_tokens=40).text)
     for chunk in client.generate(prompt="ROMEO:", stream=True):
         print(chunk.text, end="")
@@ -10,12 +10,13 @@
     wav = client.speech(text="Hello there.")                   # bytes; client.transcribe(audio=wav).text
 """
 from ._client import AsyncClient, Client
-from ._errors import (APIConnectionError, APIError, BadRequestError, InternalServerError, NotFoundError,
-                      OmniforgeError, RateLimitError, ServiceUnavailableError, TimeoutError_)
+from ._errors import (APIConnectionError, APIError, AuthenticationError, BadRequestError, InternalServerError,
+                      NotFoundError, OmniforgeError, PermissionDeniedError, RateLimitError, ServiceUnavailableError,
+                      TimeoutError_)
 from ._types import (Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model, SearchResult,
                      TrainingJob, Transcription, Usage, Voice)
 
-__all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "BadRequestError", "InternalServerError",
-           "NotFoundError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
+__all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "AuthenticationError", "BadRequestError",
+           "InternalServerError", "NotFoundError", "PermissionDeniedError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
            "Caption", "Collection", "Embeddings", "GeneratedImage", "Generation", "GenerationChunk", "Model", "SearchResult",
            "TrainingJob", "Transcription", "Usage", "Voice"]

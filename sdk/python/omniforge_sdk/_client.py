@@ -17,6 +17,12 @@ def _base_url(base_url: str | None) -> str:
     return (base_url or os.environ.get("OMNIFORGE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    """The API key (argument, else OMNIFORGE_API_KEY) as a bearer token; none for a local run without keys."""
+    key = api_key or os.environ.get("OMNIFORGE_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _generate_body(prompt, model, max_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed,
                    stream) -> dict:
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "top_k": top_k,
@@ -241,10 +247,11 @@ class _Training:
 class Client:
     """Synchronous client. Keyword arguments only; one exception class per kind of failure."""
 
-    def __init__(self, *, base_url: str | None = None, timeout: float = 300.0,
+    def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
                  http_client: httpx.Client | None = None) -> None:
         self.base_url = _base_url(base_url)
-        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout,
+                                                 headers=_auth_headers(api_key))
         self.models = _Models(self)
         self.training = _Training(self)
         self.embeddings = _Embeddings(self)
@@ -440,10 +447,11 @@ class _AsyncTraining:
 class AsyncClient:
     """The asynchronous twin of Client."""
 
-    def __init__(self, *, base_url: str | None = None, timeout: float = 300.0,
+    def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
                  http_client: httpx.AsyncClient | None = None) -> None:
         self.base_url = _base_url(base_url)
-        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                                      headers=_auth_headers(api_key))
         self.models = _AsyncModels(self)
         self.training = _AsyncTraining(self)
         self.embeddings = _AsyncEmbeddings(self)

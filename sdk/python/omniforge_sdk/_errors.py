@@ -21,6 +21,14 @@ class BadRequestError(APIError):
     """400/415/422: the request was malformed; the message says what to send."""
 
 
+class AuthenticationError(APIError):
+    """401: no API key, or not a valid one."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the key's scopes do not cover the route."""
+
+
 class NotFoundError(APIError):
     """404: unknown model or route."""
 
@@ -49,6 +57,10 @@ def error_for(status: int, body: dict | None, headers) -> APIError:
     kwargs = dict(status_code=status, code=code, retry_after=float(retry) if retry else None)
     if status in (400, 415, 422):
         return BadRequestError(message, **kwargs)
+    if status == 401:
+        return AuthenticationError(message, **kwargs)
+    if status == 403:
+        return PermissionDeniedError(message, **kwargs)
     if status == 404:
         return NotFoundError(message, **kwargs)
     if status == 429:
