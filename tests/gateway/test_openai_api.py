@@ -9,24 +9,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from support import Proc, free_port, wait_for
 
 openai = pytest.importorskip("openai")
-
-
-@pytest.fixture(scope="module")
-def full_gateway(text_service, fusion_service, image_service, audio_service, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "gateway-openai.log"
-    proc = Proc("omniforge_gateway.app", {
-        "OMNIFORGE_GATEWAY_PORT": str(port), "OMNIFORGE_GATEWAY_TEXT_ADDRESS": text_service.address,
-        "OMNIFORGE_GATEWAY_FUSION_ADDRESS": fusion_service.address,
-        "OMNIFORGE_GATEWAY_IMAGE_ADDRESS": image_service.address,
-        "OMNIFORGE_GATEWAY_AUDIO_ADDRESS": audio_service.address}, log).start()
-    proc.url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{proc.url}/readyz").status_code == 200, timeout=60, what=f"gateway (log {log})")
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

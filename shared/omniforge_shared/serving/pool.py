@@ -87,12 +87,13 @@ class ModelPool:
         loaded = LoadedModel(bundle, factory(bundle, self))
         self._load_seconds.labels(bundle.name, bundle.version).observe(time.perf_counter() - start)
         old = self.models.get(bundle.name)
+        swaps = self._swaps.labels(bundle.name)       # exported from the first load on, at 0 until a swap
         self.models[bundle.name] = loaded             # new requests go to the new engine from here
         self.default = self.default or bundle.name
         self.defaults.setdefault(bundle.task, bundle.name)
         if old is not None:
             old.engine.retire()                       # in-flight requests finish on the old one
-            self._swaps.labels(bundle.name).inc()
+            swaps.inc()
         logger.info("serving %s:%s with %s", bundle.name, bundle.version, loaded.backend)
         return loaded
 

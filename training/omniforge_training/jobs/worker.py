@@ -36,7 +36,8 @@ class WorkerSettings(BaseSettings):
 
 
 class JobCollector:
-    """omniforge_worker_jobs{state} and omniforge_worker_step_rate_steps_per_second{job, model}."""
+    """omniforge_worker_jobs{state} and omniforge_worker_step_rate_steps_per_second{job_id, model} (not `job`:
+    Prometheus gives that label to the scrape job)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -51,7 +52,7 @@ class JobCollector:
         jobs = GaugeMetricFamily(self.metrics.name("jobs"), "training jobs by state (the latest 1000)",
                                  labels=["state"])
         rate = GaugeMetricFamily(self.metrics.name("step_rate_steps_per_second"), "steps a second of running jobs",
-                                 labels=["job", "model"])
+                                 labels=["job_id", "model"])
         recent = store.list(limit=1000)
         for state in STATES:
             jobs.add_metric([state], sum(j.state == state for j in recent))
