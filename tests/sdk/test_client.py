@@ -51,3 +51,34 @@ def test_service_unavailable_carries_retry_after():
 
     err = error_for(503, {"error": {"code": "service_unavailable", "message": "down"}}, {"retry-after": "2"})
     assert isinstance(err, ServiceUnavailableError) and err.retry_after == 2.0
+
+
+def test_429_and_503_are_retried_after_retry_after():
+    """The retry policy on its own (the gateway's real 503 with Retry-After is tested in
+    tests/gateway/test_outage.py): two refusals, then the answer."""
+    import time
+
+    import httpx
+
+    from omniforge_sdk import Client, RateLimitError
+
+    calls = []
+
+    def answer(request):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return httpx.Response(429, json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}},
+                                  headers={"retry-after": "0.2"})
+        if len(calls) == 2:
+            return httpx.Response(503, json={"error": {"code": "service_unavailable", "message": "down"}})
+        return httpx.Response(200, json={"voices": []})
+
+    client = Client(base_url="http://test", http_client=httpx.Client(base_url="http://test",
+                                                                      transport=httpx.MockTransport(answer)))
+    assert client.voices() == [] and len(calls) == 3
+    assert calls[1] - calls[0] >= 0.2 and calls[2] - calls[1] >= 0.9        # Retry-After, then backoff 1 s
+    calls.clear()
+    no_retries = Client(base_url="http://test", max_retries=0,
+                        http_client=httpx.Client(base_url="http://test", transport=httpx.MockTransport(answer)))
+    with pytest.raises(RateLimitError):
+        no_retries.voices()

@@ -13,10 +13,10 @@ from ._client import AsyncClient, Client
 from ._errors import (APIConnectionError, APIError, AuthenticationError, BadRequestError, InternalServerError,
                       NotFoundError, OmniforgeError, PermissionDeniedError, RateLimitError, ServiceUnavailableError,
                       TimeoutError_)
-from ._types import (Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model, SearchResult,
+from ._types import (ApiKey, Caption, Collection, Dataset, Embeddings, GeneratedImage, Generation, GenerationChunk, Model, SearchResult,
                      TrainingJob, Transcription, Usage, Voice)
 
 __all__ = ["AsyncClient", "Client", "APIConnectionError", "APIError", "AuthenticationError", "BadRequestError",
            "InternalServerError", "NotFoundError", "PermissionDeniedError", "OmniforgeError", "RateLimitError", "ServiceUnavailableError", "TimeoutError_",
-           "Caption", "Collection", "Embeddings", "GeneratedImage", "Generation", "GenerationChunk", "Model", "SearchResult",
+           "ApiKey", "Caption", "Collection", "Dataset", "Embeddings", "GeneratedImage", "Generation", "GenerationChunk", "Model", "SearchResult",
            "TrainingJob", "Transcription", "Usage", "Voice"]

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
+from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 import httpx
 
 from ._errors import APIConnectionError, OmniforgeError, error_for
-from ._types import (Caption, Collection, Embeddings, GeneratedImage, Generation, GenerationChunk, Model,
-                     SearchResult, TrainingJob, Transcription, Voice)
+from ._types import (ApiKey, Caption, Collection, Dataset, Embeddings, GeneratedImage, Generation, GenerationChunk,
+                     Model, SearchResult, TrainingJob, Transcription, Voice)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -34,6 +37,33 @@ def _generate_body(prompt, model, max_tokens, temperature, top_k, top_p, repetit
     if seed is not None:
         body["seed"] = seed
     return body
+
+
+RETRY_STATUSES = (429, 503)
+MAX_RETRY_WAIT_S = 30.0
+
+
+def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
+    """How long to wait before retry `attempt` (0, 1, ...): the server's Retry-After when it
+    sends one (capped), else exponential backoff from half a second."""
+    retry_after = response.headers.get("retry-after") if response is not None else None
+    try:
+        return min(float(retry_after), MAX_RETRY_WAIT_S) if retry_after else 0.5 * 2 ** attempt
+    except ValueError:
+        return 0.5 * 2 ** attempt
+
+
+def _retryable(response: httpx.Response | None, error: Exception | None) -> bool:
+    return isinstance(error, httpx.ConnectError) or (response is not None and response.status_code in RETRY_STATUSES)
+
+
+def _upload(file) -> tuple[str, bytes]:
+    """A file to upload: a path, bytes or a file object -> (name, bytes)."""
+    if isinstance(file, (str, Path)):
+        return Path(file).name, Path(file).read_bytes()
+    if isinstance(file, (bytes, bytearray)):
+        return "upload", bytes(file)
+    return Path(getattr(file, "name", "upload")).name, file.read()
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -244,12 +274,100 @@ class _Training:
         self.jobs = _Jobs(client)
 
 
+class _Speech:
+    """client.audio.speech: /speech."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def create(self, *, input: str, voice: str | None = None, speed: float = 1.0, format: str = "wav",
+               model: str | None = None):
+        """Text -> audio bytes (wav, flac, pcm: 16-bit mono, mp3); awaitable on an AsyncClient."""
+        return self._client.speech(text=input, voice=voice, speed=speed, format=format, model=model)
+
+
+class _Transcriptions:
+    """client.audio.transcriptions: /transcribe."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def create(self, *, file, language: str | None = None, timestamps: bool = True, greedy: bool = False):
+        """Speech (bytes, a path or a file object) -> Transcription; awaitable on an AsyncClient."""
+        return self._client.transcribe(audio=file, language=language, timestamps=timestamps, greedy=greedy)
+
+
+class _Voices:
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def list(self):
+        return self._client.voices()
+
+
+class _Audio:
+    """client.audio.speech, .transcriptions and .voices, for a Client or an AsyncClient."""
+
+    def __init__(self, client) -> None:
+        self.speech, self.transcriptions, self.voices = _Speech(client), _Transcriptions(client), _Voices(client)
+
+
+def _key_body(name, scopes, rate_limit_per_minute, quota_per_day) -> dict:
+    return {"name": name, "scopes": list(scopes), "rate_limit_per_minute": rate_limit_per_minute,
+            "quota_per_day": quota_per_day}
+
+
+def _dataset_form(name, tokenizer, val_fraction) -> dict:
+    form = {"name": name, "tokenizer": tokenizer}
+    if val_fraction is not None:
+        form["val_fraction"] = str(val_fraction)
+    return form
+
+
+class _Datasets:
+    """client.datasets: /datasets."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def list(self) -> list[Dataset]:
+        return [Dataset(**{**d, "created_at": str(d["created_at"])}) for d in self._client._request("GET", "/datasets").json()]
+
+    def upload(self, *, file, name: str, tokenizer: str = "bpe", val_fraction: float | None = None) -> TrainingJob:
+        """Uploads .txt, .jsonl or .parquet; returns the job that builds and registers the dataset."""
+        r = self._client._request("POST", "/datasets", files={"file": _upload(file)},
+                                  data=_dataset_form(name, tokenizer, val_fraction))
+        return TrainingJob(**r.json()["job"])
+
+
+class _Keys:
+    """client.keys: /admin/keys (a key with the admin scope)."""
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    def create(self, *, name: str, scopes=("inference",), rate_limit_per_minute: int | None = None,
+               quota_per_day: int | None = None) -> ApiKey:
+        """A new key; its secret is in `.key`, this once."""
+        body = _key_body(name, scopes, rate_limit_per_minute, quota_per_day)
+        return ApiKey(**self._client._request("POST", "/admin/keys", json=body).json())
+
+    def list(self) -> list[ApiKey]:
+        return [ApiKey(**k) for k in self._client._request("GET", "/admin/keys").json()]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        return ApiKey(**self._client._request("DELETE", f"/admin/keys/{key_id}").json())
+
+
 class Client:
     """Synchronous client. Keyword arguments only; one exception class per kind of failure."""
 
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
-                 http_client: httpx.Client | None = None) -> None:
+                 max_retries: int = 2, http_client: httpx.Client | None = None) -> None:
+        """`api_key`: default OMNIFORGE_API_KEY; `timeout` in seconds a request; `max_retries` of a
+        request answered 429 or 503 or refused (0 = none)."""
         self.base_url = _base_url(base_url)
+        self.max_retries = max_retries
         self._http = http_client or httpx.Client(base_url=self.base_url, timeout=timeout,
                                                  headers=_auth_headers(api_key))
         self.models = _Models(self)
@@ -257,14 +375,26 @@ class Client:
         self.embeddings = _Embeddings(self)
         self.collections = _Collections(self)
         self.images = _Images(self)
+        self.audio = _Audio(self)
+        self.datasets = _Datasets(self)
+        self.keys = _Keys(self)
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
-        _raise_for(response)
-        return response
+        """One call; 429, 503 and refused connections are retried `max_retries` times, after the
+        server's Retry-After or an exponential backoff."""
+        for attempt in range(self.max_retries + 1):
+            response, error = None, None
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                error = e
+            if attempt < self.max_retries and _retryable(response, error):
+                time.sleep(_retry_delay(response, attempt))
+                continue
+            if error is not None:
+                raise APIConnectionError(f"cannot reach {self.base_url}: {error}") from error
+            _raise_for(response)
+            return response
 
     def generate(self, *, prompt: str, model: str | None = None, max_tokens: int = 64, temperature: float = 0.8,
                  top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
@@ -444,12 +574,43 @@ class _AsyncTraining:
         self.jobs = _AsyncJobs(client)
 
 
+class _AsyncDatasets:
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def list(self) -> list[Dataset]:
+        r = await self._client._request("GET", "/datasets")
+        return [Dataset(**{**d, "created_at": str(d["created_at"])}) for d in r.json()]
+
+    async def upload(self, *, file, name: str, tokenizer: str = "bpe", val_fraction: float | None = None) -> TrainingJob:
+        r = await self._client._request("POST", "/datasets", files={"file": _upload(file)},
+                                        data=_dataset_form(name, tokenizer, val_fraction))
+        return TrainingJob(**r.json()["job"])
+
+
+class _AsyncKeys:
+    def __init__(self, client: "AsyncClient") -> None:
+        self._client = client
+
+    async def create(self, *, name: str, scopes=("inference",), rate_limit_per_minute: int | None = None,
+                     quota_per_day: int | None = None) -> ApiKey:
+        body = _key_body(name, scopes, rate_limit_per_minute, quota_per_day)
+        return ApiKey(**(await self._client._request("POST", "/admin/keys", json=body)).json())
+
+    async def list(self) -> list[ApiKey]:
+        return [ApiKey(**k) for k in (await self._client._request("GET", "/admin/keys")).json()]
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        return ApiKey(**(await self._client._request("DELETE", f"/admin/keys/{key_id}")).json())
+
+
 class AsyncClient:
     """The asynchronous twin of Client."""
 
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float = 300.0,
-                 http_client: httpx.AsyncClient | None = None) -> None:
+                 max_retries: int = 2, http_client: httpx.AsyncClient | None = None) -> None:
         self.base_url = _base_url(base_url)
+        self.max_retries = max_retries
         self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
                                                       headers=_auth_headers(api_key))
         self.models = _AsyncModels(self)
@@ -457,14 +618,24 @@ class AsyncClient:
         self.embeddings = _AsyncEmbeddings(self)
         self.collections = _AsyncCollections(self)
         self.images = _AsyncImages(self)
+        self.audio = _Audio(self)
+        self.datasets = _AsyncDatasets(self)
+        self.keys = _AsyncKeys(self)
 
     async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise APIConnectionError(f"cannot reach {self.base_url}: {e}") from e
-        _raise_for(response)
-        return response
+        for attempt in range(self.max_retries + 1):
+            response, error = None, None
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                error = e
+            if attempt < self.max_retries and _retryable(response, error):
+                await asyncio.sleep(_retry_delay(response, attempt))
+                continue
+            if error is not None:
+                raise APIConnectionError(f"cannot reach {self.base_url}: {error}") from error
+            _raise_for(response)
+            return response
 
     async def generate(self, *, prompt: str, model: str | None = None, max_tokens: int = 64,
                        temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,

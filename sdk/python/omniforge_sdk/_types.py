@@ -137,3 +137,26 @@ class Voice:
     gender: str
     sample_rate: int
     model: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    version: str
+    format: str
+    counts: dict
+    content_hash: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    scopes: list
+    rate_limit_per_minute: int | None
+    quota_per_day: int | None
+    created_at: str
+    revoked_at: str | None = None
+    last_used_at: str | None = None
+    key: str | None = None          # the secret: only in the reply that created it

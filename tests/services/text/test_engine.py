@@ -276,6 +276,19 @@ def _slow_decoder(tiny_bundle):
     return backend
 
 
+async def _a_long_generation_running(eng) -> asyncio.Future:
+    """A 50-token generation, once its first token is out (await the result to let it finish)."""
+    started = asyncio.Event()
+
+    async def long():
+        async for _ in eng.generate("HAMLET:\n", SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)):
+            started.set()
+
+    task = asyncio.ensure_future(long())
+    await started.wait()
+    return task
+
+
 async def test_a_short_prompt_joins_a_running_batch_without_a_prefill_step(tiny_bundle):
     """While a generation runs, short prompts are fed to the decode steps a token a step: no
     prefill step stalls the running sequence, and each reply is what it is alone."""
@@ -284,14 +297,7 @@ async def test_a_short_prompt_joins_a_running_batch_without_a_prefill_step(tiny_
     prompts = ["To be", "O", "The king"]
     try:
         alone = [await complete(eng, p, max_tokens=12, temperature=0) for p in prompts]
-        started = asyncio.Event()
-
-        async def long():
-            async for _ in eng.generate("HAMLET:\n", SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)):
-                started.set()
-
-        task = asyncio.ensure_future(long())
-        await started.wait()
+        task = await _a_long_generation_running(eng)
         prefills = eng.prefill_steps
         joined = await asyncio.gather(*[complete(eng, p, max_tokens=12, temperature=0) for p in prompts])
         assert eng.prefill_steps == prefills, "a short prompt stopped the running batch for a prefill"
@@ -306,14 +312,7 @@ async def test_a_long_prompt_still_gets_a_prefill_step(tiny_bundle):
     eng = TextEngine(_slow_decoder(tiny_bundle), load_tokenizer(load_bundle(tiny_bundle).file("tokenizer")),
                      feed_prompt_tokens=4)
     try:
-        started = asyncio.Event()
-
-        async def long():
-            async for _ in eng.generate("HAMLET:\n", SamplingParams(max_tokens=50, temperature=0, ignore_eos=True)):
-                started.set()
-
-        task = asyncio.ensure_future(long())
-        await started.wait()
+        task = await _a_long_generation_running(eng)
         prefills = eng.prefill_steps
         text, _ = await complete(eng, "What is the matter, my lord?\n", max_tokens=5, temperature=0)
         assert eng.prefill_steps == prefills + 1 and len(text) == 5
