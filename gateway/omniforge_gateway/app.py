@@ -44,7 +44,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.services = {label: CLIENTS[label](address, retry_after_s=settings.retry_after_s)
+        credentials = settings.channel_credentials()
+        app.state.services = {label: CLIENTS[label](address, retry_after_s=settings.retry_after_s, credentials=credentials)
                               for label, address in settings.addresses().items() if address}
         for label, client in app.state.services.items():
             logger.info("gateway: %s service at %s", label, client.address)
@@ -93,8 +94,9 @@ def main() -> None:
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     settings = load_settings(GatewaySettings)
     # log_config=None: uvicorn's records go through our handler (JSON when asked for)
+    tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls_cert else {}
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                loop="asyncio", http="h11")   # measured: uvloop/httptools did not help here (bench served)
+                loop="asyncio", http="h11", **tls)   # measured: uvloop/httptools did not help here (bench served)
 
 
 if __name__ == "__main__":

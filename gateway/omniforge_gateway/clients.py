@@ -30,10 +30,12 @@ class ServiceClient:
     service_name: str = ""
     label: str = ""
 
-    def __init__(self, address: str, *, retry_after_s: int = 2) -> None:
+    def __init__(self, address: str, *, retry_after_s: int = 2, credentials: grpc.ChannelCredentials | None = None) -> None:
+        """`credentials`: TLS (and a client certificate for mutual TLS) when the services use it."""
         self.address = address
         self.retry_after_s = retry_after_s
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = (grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS) if credentials
+                        else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._list_models = self.channel.unary_unary(
             f"/{self.service_name}/ListModels", request_serializer=common_pb2.ListModelsRequest.SerializeToString,

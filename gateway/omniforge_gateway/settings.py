@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,35 @@ class GatewaySettings(BaseSettings):
     # rate-limit counters shared by every gateway replica; in this process when unset
     redis_url: str | None = Field(None, validation_alias=AliasChoices("OMNIFORGE_REDIS_URL", "redis_url"))
     cors_origins: list[str] = Field(default_factory=list)   # e.g. ["https://app.example.com"]; [] = no CORS
+    # HTTPS for clients (PEM files; `make certs` makes a local CA and certificates)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # TLS to the services: the CA that signed their certificates, and this gateway's own
+    # certificate for services that require one (mutual TLS)
+    grpc_ca: Path | None = None
+    grpc_client_cert: Path | None = None
+    grpc_client_key: Path | None = None
+
+    def channel_credentials(self):
+        """grpc channel credentials to the services when TLS is configured, else None (plain)."""
+        if self.grpc_ca is None:
+            return None
+        import grpc
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.grpc_ca.read_bytes(),
+            private_key=self.grpc_client_key.read_bytes() if self.grpc_client_key else None,
+            certificate_chain=self.grpc_client_cert.read_bytes() if self.grpc_client_cert else None)
+
+    @model_validator(mode="after")
+    def _tls_pairs(self):
+        for what, a, b in (("TLS_CERT and TLS_KEY", self.tls_cert, self.tls_key),
+                           ("GRPC_CLIENT_CERT and GRPC_CLIENT_KEY", self.grpc_client_cert, self.grpc_client_key)):
+            if (a is None) != (b is None):
+                raise ValueError(f"set both OMNIFORGE_GATEWAY_{what.replace(' and ', ' and OMNIFORGE_GATEWAY_')}, or neither")
+        if self.grpc_client_cert is not None and self.grpc_ca is None:
+            raise ValueError("a client certificate for the services needs OMNIFORGE_GATEWAY_GRPC_CA (their CA) too")
+        return self
 
     @model_validator(mode="after")
     def _auth_off_only_locally(self):

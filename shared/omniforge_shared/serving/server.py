@@ -35,7 +35,9 @@ async def serve(settings: ServiceSettings, pool: ModelPool, *, service_name: str
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([service_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    credentials = settings.server_credentials()
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
 
     async def set_health(status) -> None:
@@ -43,7 +45,8 @@ async def serve(settings: ServiceSettings, pool: ModelPool, *, service_name: str
         await health_servicer.set("", status)
 
     await set_health(SERVING if pool.models else NOT_SERVING)
-    logger.info("%s listening on %s:%d (%d models)", service_name, settings.host, port, len(pool.models))
+    logger.info("%s listening on %s:%d%s (%d models)", service_name, settings.host, port,
+                " with mutual TLS" if settings.tls_client_ca else " with TLS" if credentials else "", len(pool.models))
     settings.port = port
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
