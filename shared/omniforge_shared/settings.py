@@ -35,7 +35,10 @@ def load_settings(cls: type[S], **overrides) -> S:
         prefix = cls.model_config.get("env_prefix", "")
         lines = []
         for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:          # a check across fields: its message names the variables
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             lines.append(f"{_env_name(cls, field, prefix)}={err.get('input')!r}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
