@@ -1,7 +1,10 @@
 """The CPU stack from its container images (`make images`), brought up with docker-compose.yml by
-podman-compose: the gateway and the four model services, their models from a registry on the
-shared volume; /generate, /caption, /speech and /transcribe answer through the gateway
-container, and the stack comes down clean."""
+podman-compose: Redis, PostgreSQL, the gateway, the four model services and the training worker.
+Models are registered into the PostgreSQL registry by a one-off worker container; /generate,
+/caption, /speech and /transcribe answer through the gateway container, an uploaded dataset is
+built by the worker container, and the stack comes down clean. (Chroma, Prometheus and Grafana
+are in the compose file too; here the fusion service uses its embedded index, and the
+dashboards are tested against a real Prometheus in tests/test_monitoring.py.)"""
 import io
 import os
 import shutil
@@ -17,7 +20,10 @@ from PIL import Image
 from support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ("gateway", "text", "image", "audio", "fusion")
+IMAGES = ("gateway", "text", "image", "audio", "fusion", "trainer")
+SERVICES = ("gateway", "text", "image", "audio", "fusion", "worker")
+INFRA = {"OMNIFORGE_REDIS_IMAGE": "localhost/omniforge-redis:bookworm",
+         "OMNIFORGE_POSTGRES_IMAGE": "localhost/omniforge-postgres:bookworm"}
 PROJECT = "omniforge-ci"
 CONF = str(ROOT / "deploy" / "podman" / "containers.conf")
 
@@ -26,8 +32,8 @@ def _have_images() -> str:
     if shutil.which("podman") is None:
         return "podman is not installed (`make images` installs it)"
     env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONF)}
-    missing = [n for n in IMAGES if subprocess.run(["podman", "image", "exists", f"omniforge/{n}:0.1.0"],
-                                                   env=env).returncode != 0]
+    missing = [n for n in [f"omniforge/{n}:0.1.0" for n in IMAGES] + list(INFRA.values())
+               if subprocess.run(["podman", "image", "exists", n], env=env).returncode != 0]
     return f"images not built: {missing} (run `make images`)" if missing else ""
 
 
@@ -41,37 +47,44 @@ def compose(env: dict, *args, timeout=600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_bundle, tiny_clip_bundle, tiny_caption_bundle, tiny_diffusion_bundle, speech_bundles):
-    from omniforge_shared.artifacts import LocalArtifactStore
-    from omniforge_shared.keys import KeyStore
-    from omniforge_shared.registry import Registry
-
-    # the shared volume: a registry with every model in production, and a key for the gateway
+    # the shared volume: the bundles to register (the registry itself is the PostgreSQL container's)
     home = tmp_path_factory.mktemp("compose-home")
-    registry = Registry(f"sqlite:///{home / 'registry.db'}", LocalArtifactStore(home / "artifacts"))
-    registry.upgrade()
-    for bundle in (tiny_bundle, tiny_clip_bundle, tiny_caption_bundle, tiny_diffusion_bundle, *speech_bundles):
-        registry.register_bundle(Path(bundle), stage="production")
-    _, key = KeyStore(registry).create(name="compose-test", scopes=["inference"])
-    registry.close()
+    for i, bundle in enumerate((tiny_bundle, tiny_clip_bundle, tiny_caption_bundle, tiny_diffusion_bundle,
+                                *speech_bundles)):
+        shutil.copytree(bundle, home / "bundles" / str(i))
     subprocess.run(["chmod", "-R", "a+rwX", str(home)], check=True)        # the containers run as uid 10001
-    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONF),
-           "OMNIFORGE_COMPOSE_HOME": str(home), "OMNIFORGE_GATEWAY_AUTH": "on", "OMNIFORGE_NETWORK_MODE": "host", "OMNIFORGE_SERVICE_HOST": "127.0.0.1",
-           "OMNIFORGE_DATABASE_URL": "sqlite:////var/lib/omniforge/registry.db", "OMNIFORGE_REDIS_URL": "",
-           "OMNIFORGE_CHROMA_URL": "", "OMNIFORGE_TRAINING_BROKER_URL": "sqla+sqlite:////var/lib/omniforge/broker.db",
-           "OMNIFORGE_TRAINING_RESULT_BACKEND": "db+sqlite:////var/lib/omniforge/results.db"}
-    up = compose(env, "up", "-d", "--no-deps", *IMAGES)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    env = {**os.environ, **INFRA, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONF),
+           "OMNIFORGE_COMPOSE_HOME": str(home), "OMNIFORGE_GATEWAY_AUTH": "on", "OMNIFORGE_CHROMA_URL": ""}
+    for name in ("OMNIFORGE_DATABASE_URL", "OMNIFORGE_REDIS_URL", "OMNIFORGE_TRAINING_BROKER_URL",
+                 "OMNIFORGE_TRAINING_RESULT_BACKEND"):
+        env.pop(name, None)                                                 # the compose file's own
     url = "http://127.0.0.1:8000"
     try:
-        wait_for(lambda: _ready(url), timeout=240, what="the gateway container ready with every service")
+        up = compose(env, "up", "-d", "--no-deps", "redis", "postgres")
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        wait_for(lambda: subprocess.run(["podman", "exec", f"{PROJECT}_postgres_1", "pg_isready", "-U", "omniforge", "-h", "127.0.0.1",
+                                         "-p", "5432"],
+                                        env=env, capture_output=True).returncode == 0, timeout=90, what="PostgreSQL")
+        # 1. a one-off worker container registers every model in production and makes a key
+        setup = compose(env, "run", "--rm", "--no-deps", "worker", "sh", "-c",
+                        "for d in /var/lib/omniforge/bundles/*; do omniforge models register $d --stage production "
+                        "|| exit 1; done && omniforge keys create --name compose --scope inference --scope training")
+        assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+        key = setup.stdout.strip().splitlines()[-1]
+        assert key.startswith("of-"), setup.stdout[-2000:]
+        # 2. the services, the gateway and the worker
+        up = compose(env, "up", "-d", "--no-deps", *SERVICES)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        try:
+            wait_for(lambda: _ready(url), timeout=240, what="the gateway container ready with every service")
+        except TimeoutError:
+            logs = subprocess.run(["podman", "logs", "--tail", "30", f"{PROJECT}_gateway_1"], env=env,
+                                  capture_output=True, text=True)
+            raise AssertionError(f"stack not ready: {httpx.get(url + '/readyz').text if _up(url) else 'no gateway'}\n"
+                                 f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}") from None
         yield url, {"Authorization": f"Bearer {key}"}, env
-    except TimeoutError:
-        logs = subprocess.run(["podman", "logs", "--tail", "30", f"{PROJECT}_gateway_1"], env=env, capture_output=True,
-                              text=True)
-        raise AssertionError(f"stack not ready: {httpx.get(url + '/readyz').text if _up(url) else 'no gateway'}\n"
-                             f"{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
     finally:
-        compose(env, "down", "-t", "10")
+        compose(env, "down", "-v", "-t", "10")
 
 
 def _up(url: str) -> bool:
@@ -104,13 +117,33 @@ def test_the_gateway_container_answers_every_modality(stack):
         assert http.get("/generate").status_code == 405 and httpx.post(f"{url}/generate", json={}).status_code == 401
     running = subprocess.run(["podman", "ps", "--format", "{{.Names}}", "--filter", f"label=io.podman.compose.project={PROJECT}"],
                              env=env, capture_output=True, text=True).stdout.split()
-    assert sorted(running) == sorted(f"{PROJECT}_{n}_1" for n in IMAGES)
+    assert sorted(running) == sorted(f"{PROJECT}_{n}_1" for n in (*SERVICES, "redis", "postgres"))
+
+
+def test_the_worker_container_builds_an_uploaded_dataset(stack):
+    """The gateway queues the job on Redis, the worker container builds the dataset and registers it in
+    PostgreSQL, and the gateway lists it."""
+    import time
+
+    url, auth, _ = stack
+    text = "\n\n".join(f"Paragraph {i}: the river runs past the mill and the miller counts the sacks." for i in range(300))
+    r = httpx.post(f"{url}/datasets", headers=auth, files={"file": ("rivers.txt", text.encode(), "text/plain")},
+                   data={"name": "rivers", "tokenizer": "char"}, timeout=60)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]["id"]
+    deadline = time.time() + 180
+    state = ""
+    while time.time() < deadline and state not in ("succeeded", "failed", "cancelled"):
+        time.sleep(2)
+        state = httpx.get(f"{url}/training/jobs/{job}", headers=auth, timeout=30).json()["state"]
+    assert state == "succeeded", httpx.get(f"{url}/training/jobs/{job}/logs", headers=auth).text[-2000:]
+    assert "rivers" in [d["name"] for d in httpx.get(f"{url}/datasets", headers=auth, timeout=30).json()]
 
 
 def test_the_stack_comes_down_clean(stack):
     """Runs last in this module: after `down` no container of the project is left."""
     url, auth, env = stack
-    down = compose(env, "down", "-t", "10")
+    down = compose(env, "down", "-v", "-t", "10")
     assert down.returncode == 0, down.stderr[-2000:]
     left = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}", "--filter",
                            f"label=io.podman.compose.project={PROJECT}"], env=env, capture_output=True, text=True)

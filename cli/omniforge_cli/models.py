@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -43,6 +44,17 @@ def models_describe(name: str, version: Optional[str] = typer.Option(None, help=
         table.add_row(row["layer"], str(row["tensors"]), row["shapes"], f"{row['params']:,}")
     table.add_row("[bold]total[/bold]", "", "", f"[bold]{total:,}[/bold]")
     console.print(table)
+
+
+@app.command("register")
+def models_register(bundle_dir: Path = typer.Argument(..., help="an exported bundle folder (manifest.json and its files)"),
+                    stage: str = typer.Option("staging", help="staging | production")):
+    """Register an exported bundle (its files are checked against the manifest and copied into the store)."""
+    try:
+        info = open_registry().register_bundle(bundle_dir, stage=stage)
+    except Exception as e:
+        fail(f"{bundle_dir}: {e}")
+    console.print(f"registered {info.name}:{info.version} ({info.stage})")
 
 
 @app.command("promote")
