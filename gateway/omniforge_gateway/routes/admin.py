@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime
 
 from fastapi import APIRouter, Request
@@ -34,9 +35,7 @@ class KeyPublic(BaseModel):
 
     @classmethod
     def of(cls, v: KeyView) -> "KeyPublic":
-        return cls(id=v.id, name=v.name, scopes=list(v.scopes), rate_limit_per_minute=v.rate_limit_per_minute,
-                   quota_per_day=v.quota_per_day, created_at=v.created_at, revoked_at=v.revoked_at,
-                   last_used_at=v.last_used_at)
+        return cls(**{**dataclasses.asdict(v), "scopes": list(v.scopes)})
 
 
 class KeyCreated(KeyPublic):
