@@ -85,11 +85,15 @@ def encode(pcm: bytes, rate: int, fmt: str) -> bytes:
         buf = io.BytesIO()
         sf.write(buf, samples, rate, format="FLAC", subtype="PCM_16")
         return buf.getvalue()
+    return ffmpeg_encode(pcm, rate, ["-f", "mp3", "-b:a", "64k"])
+
+
+def ffmpeg_encode(pcm: bytes, rate: int, args: list[str]) -> bytes:
+    """16-bit mono PCM -> what ffmpeg's output `args` ask for (mp3, ogg/opus, adts/aac)."""
     out = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "s16le", "-ar", str(rate), "-ac", "1",
-                          "-i", "pipe:0", "-f", "mp3", "-b:a", "64k", "pipe:1"], input=pcm, capture_output=True,
-                         timeout=120)
+                          "-i", "pipe:0", *args, "pipe:1"], input=pcm, capture_output=True, timeout=120)
     if out.returncode != 0:
-        raise ApiError(500, "internal_error", "mp3 encoding failed; ask for wav, flac or pcm")
+        raise ApiError(500, "internal_error", "audio encoding failed; ask for wav, flac or pcm")
     return out.stdout
 
 

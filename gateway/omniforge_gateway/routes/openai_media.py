@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import subprocess
 
 import grpc
 import numpy as np
@@ -12,12 +11,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from omniforge_proto.v1 import audio_pb2, common_pb2, fusion_pb2
+from omniforge_shared.audio import resample
 
 from ..deps import AudioDep, FusionDep, SettingsDep
 from ..errors import ApiError
 from ..openai_protocol import EmbeddingsRequest, SpeechCreate
 from ..uploads import AUDIO_ACCEPTED, read_upload
-from .audio import audio_limit, encode
+from .audio import audio_limit, encode, ffmpeg_encode
 from .images import generate_images
 from .search import _call
 
@@ -51,20 +51,9 @@ async def embeddings(body: EmbeddingsRequest, fusion: FusionDep, settings: Setti
                          "usage": {"prompt_tokens": words, "total_tokens": words}})
 
 
-def _ffmpeg(pcm: bytes, rate: int, args: list[str]) -> bytes:
-    out = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "s16le", "-ar", str(rate), "-ac", "1",
-                          "-i", "pipe:0", *args, "pipe:1"], input=pcm, capture_output=True, timeout=120)
-    if out.returncode != 0:
-        raise ApiError(500, "internal_error", "audio encoding failed; ask for wav, flac or pcm")
-    return out.stdout
-
-
 def _to_pcm24k(pcm: bytes, rate: int) -> bytes:
-    import soxr
-
-    x = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
-    y = soxr.resample(x, rate, PCM_RATE, quality="HQ")
-    return (np.clip(y, -1, 1) * 32767).round().astype("<i2").tobytes()
+    x = resample(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768, rate, PCM_RATE)
+    return (np.clip(x, -1, 1) * 32767).round().astype("<i2").tobytes()
 
 
 @router.post("/audio/speech")
@@ -87,7 +76,7 @@ async def speech(body: SpeechCreate, audio: AudioDep, settings: SettingsDep):
     if fmt == "pcm":
         data = _to_pcm24k(pcm, rate)
     elif fmt in FFMPEG_FORMATS:
-        data = _ffmpeg(pcm, rate, FFMPEG_FORMATS[fmt])
+        data = ffmpeg_encode(pcm, rate, FFMPEG_FORMATS[fmt])
     else:
         data = encode(pcm, rate, fmt)
     return Response(data, media_type=SPEECH_TYPES[fmt])

@@ -140,6 +140,11 @@ def _sse(data: dict) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def _usage_chunk(kind: str, cid: str, created: int, model: str, usage) -> str:
+    """The stream's last chunk before [DONE] when stream_options.include_usage: no choices, the usage."""
+    return _sse({"id": cid, "object": kind, "created": created, "model": model, "choices": [], "usage": _usage(*usage)})
+
+
 def _sse_error(err: ApiError) -> str:
     return _sse(err.body())
 
@@ -181,8 +186,7 @@ async def completions(body: CompletionRequest, text: TextDep, settings: Settings
                     usage[0] += chunk.usage.prompt_tokens
                     usage[1] += chunk.usage.completion_tokens
             if body.include_usage:
-                yield _sse({"id": cid, "object": "text_completion", "created": created, "model": model,
-                            "choices": [], "usage": _usage(*usage)})
+                yield _usage_chunk("text_completion", cid, created, model, usage)
             yield "data: [DONE]\n\n"
         except ApiError as err:
             yield _sse_error(err)
@@ -275,8 +279,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, settin
                     usage[0] += chunk.usage.prompt_tokens
                     usage[1] += chunk.usage.completion_tokens
             if body.include_usage:
-                yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": _usage(*usage)})
+                yield _usage_chunk("chat.completion.chunk", cid, created, model, usage)
             yield "data: [DONE]\n\n"
         except ApiError as err:
             yield _sse_error(err)
@@ -299,8 +302,7 @@ def _chat_reply(body, cid: str, created: int, model: str, contents: list[str], f
                 yield _sse(_chat_chunk(cid, created, model, i, {"content": content}, None))
                 yield _sse(_chat_chunk(cid, created, model, i, {}, finish))
             if body.include_usage:
-                yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": _usage(*usage)})
+                yield _usage_chunk("chat.completion.chunk", cid, created, model, usage)
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
     return JSONResponse({
