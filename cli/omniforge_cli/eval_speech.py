@@ -110,14 +110,11 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
     """WER of our recognizer on our voice's speech for the teacher's test sentences, and on the
     teacher's own recordings of them (the reference the goal compares with). The teacher of a
     voice is the dataset speaker it was trained on (the same id) unless named."""
-    from omniforge_audio.tts import TTSEngine
-    from omniforge_shared.bundle import load_bundle
-
     from omniforge_training.data.speech import load_speech
     from omniforge_training.train_asr import error_rates, transcript_of
 
     ds = load_speech(Path(dataset_dir))
-    tts, asr = engines or (TTSEngine(load_bundle(Path(tts_bundle)), threads=threads), _asr(asr_bundle, threads))
+    tts, asr = engines or (voice_engine(tts_bundle, threads), _asr(asr_bundle, threads))
     voice = voice or tts.default_voice
     teacher = teacher or voice
     items = [it for it in ds.split("test") if it["speaker"] == teacher][:limit]
@@ -146,13 +143,11 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
 
 
 def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voices: list[str] | None = None,
-                                  threads: int = 2, limit: int | None = None, progress: bool = True) -> dict:
+                                  threads: int = 2, limit: int | None = None, progress: bool = True,
+                                  tts=None) -> dict:
     """`tts_intelligibility` for every voice of the bundle (or those named), each beside its own
-    teacher; the default voice's numbers stay at the top level."""
-    from omniforge_audio.tts import TTSEngine
-    from omniforge_shared.bundle import load_bundle
-
-    tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=threads)
+    teacher; the default voice's numbers stay at the top level. `tts`: the bundle's engine, if open."""
+    tts = tts or voice_engine(tts_bundle, threads)
     asr = _asr(asr_bundle, threads)
     voices = voices or [v["id"] for v in tts.voices]
     per, unmeasured = {}, {}
@@ -175,7 +170,14 @@ def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_di
             "voices_within_3_points": sum(g <= 3 for g in gaps.values())}
 
 
-def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3) -> list[Path]:
+def voice_engine(tts_bundle: Path, threads: int = 2):
+    from omniforge_audio.tts import TTSEngine
+    from omniforge_shared.bundle import load_bundle
+
+    return TTSEngine(load_bundle(Path(tts_bundle)), threads=threads)
+
+
+def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3, tts=None) -> list[Path]:
     """Writes n sample WAVs of the default voice (16-bit, 22,050 Hz) and spectrograms.png (ours over
     the teacher's recording of the same test sentence); a multi-speaker voice adds one sample per
     other voice (`voice_<id>.wav`) and voices.png, each voice over its own teacher."""
@@ -185,15 +187,13 @@ def listen(tts_bundle: Path, dataset_dir: Path, out: Path, *, n: int = 3) -> lis
     import matplotlib.pyplot as plt
     import soundfile as sf
 
-    from omniforge_audio.tts import TTSEngine
     from omniforge_shared.audio import log_mel
-    from omniforge_shared.bundle import load_bundle
 
     from omniforge_training.data.speech import load_speech
     from omniforge_training.data.tts_features import TTS_MEL
 
     ds = load_speech(Path(dataset_dir))
-    tts = TTSEngine(load_bundle(Path(tts_bundle)), threads=2)
+    tts = tts or voice_engine(tts_bundle)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     test = ds.split("test")

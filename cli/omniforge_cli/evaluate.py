@@ -44,7 +44,7 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
                     threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
     """WER/CER of the recognizer per voice (greedy and with the LM); with --tts, the voice's
     intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
-    from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility_per_voice, tune_lm
+    from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility_per_voice, tune_lm, voice_engine
 
     try:
         result = {}
@@ -56,10 +56,11 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
             result["asr"] = asr_quality(_bundle_dir(asr), data, threads=threads, limit=limit or None)
         if tts:
             chosen = [v.strip() for v in voices.split(",") if v.strip()] or None
+            engine = voice_engine(_bundle_dir(tts), threads)           # opened once, for the scores and the samples
             result["tts"] = tts_intelligibility_per_voice(_bundle_dir(tts), _bundle_dir(asr), data, voices=chosen,
-                                                          threads=threads, limit=limit or None)
+                                                          threads=threads, limit=limit or None, tts=engine)
             if listen:
-                write_samples(_bundle_dir(tts), data, listen)
+                write_samples(_bundle_dir(tts), data, listen, tts=engine)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     if out:

@@ -115,9 +115,11 @@ def _bootstrap_audio_tower(registry, force: bool) -> None:
         console.print("no committed audio tower starter: skipping it")
         return
     m = json.loads((STARTER_AUDIO_TOWER_DIR / "manifest.json").read_text())
-    space = m["space"]
-    if not any(v.version == str(space["version"]) for v in registry.list_versions(space["name"])):
-        console.print(f"the audio tower joins {space['name']}:{space['version']}, which is not registered: skipping it")
+    space = (m["space"]["name"], str(m["space"]["version"]))
+    # a registered model in that space: the model itself, or a later one that kept its text side
+    if not any(registry.bundle(space[0], v.version).space == space for v in registry.list_versions(space[0])):
+        console.print(f"the audio tower joins the space of {space[0]}:{space[1]}, which no registered model "
+                      "serves: skipping it")
         return
     _register_starter(registry, STARTER_AUDIO_TOWER_NAME, m["version"], force, lambda out: export_audio_tower_bundle(
         STARTER_AUDIO_TOWER_DIR, out, name=STARTER_AUDIO_TOWER_NAME, version=m["version"], log=console.print))

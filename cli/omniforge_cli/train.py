@@ -93,6 +93,10 @@ def train_clip_cmd(
     checkpoint_interval: int = typer.Option(100), seed: int = typer.Option(1337),
     threads: int = typer.Option(2, help="torch threads"),
     text_tower: str = typer.Option("minilm", help="minilm (frozen, pretrained) | own (ours, trained with the images)"),
+    init: Optional[Path] = typer.Option(None, help="a CLIP run, starter or bundle folder of the same shape to start "
+                                        "from (e.g. training/omniforge_training/starter/clip)"),
+    lock_text: bool = typer.Option(False, "--lock-text/--no-lock-text", help="keep the text projection fixed: the "
+                                   "shared space stays where the audio tower and diffusion models expect it"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from out/checkpoints/last.pt"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     package: Optional[str] = typer.Option(None, help="write the result as the committed CLIP starter, with this version"),
@@ -106,7 +110,7 @@ def train_clip_cmd(
                           n_head=n_head, n_embd=n_embd, embed_dim=embed_dim, batch_size=batch_size,
                           max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
                           checkpoint_interval=checkpoint_interval, seed=seed, threads=threads, resume=resume,
-                          text_tower=text_tower)
+                          text_tower=text_tower, init=str(init or ""), lock_text=lock_text)
     try:
         summary = train_clip(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:
@@ -261,6 +265,9 @@ def train_vocoder_cmd(
     batch_size: int = typer.Option(16), segment_frames: int = typer.Option(48),
     max_steps: int = typer.Option(6000), lr: float = typer.Option(1e-3),
     eval_interval: int = typer.Option(500), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    gta: Optional[Path] = typer.Option(None, help="fine-tune on this acoustic model's teacher-forced mels (a `train "
+                                       "tts` run or training/omniforge_training/starter/tts/acoustic)"),
+    gta_share: float = typer.Option(0.75, help="with --gta: the share of each batch that is its mels"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -271,7 +278,7 @@ def train_vocoder_cmd(
     cfg = VocoderTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
                              init=str(init or ""), dim=dim, layers=layers, batch_size=batch_size,
                              segment_frames=segment_frames, max_steps=max_steps, lr=lr, eval_interval=eval_interval,
-                             seed=seed, threads=threads, resume=resume)
+                             seed=seed, threads=threads, resume=resume, gta=str(gta or ""), gta_share=gta_share)
     try:
         summary = train_vocoder(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

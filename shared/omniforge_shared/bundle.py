@@ -45,6 +45,14 @@ class Bundle:
     def task(self) -> str:
         return self.manifest["task"]
 
+    @property
+    def space(self) -> tuple[str, str]:
+        """The shared latent space the bundle's vectors live in, as (model name, version): the model
+        whose text side an embedding model keeps (`space` in its manifest: trained with the text side
+        locked), or that an audio tower joins; else the model itself."""
+        s = self.manifest.get("space")
+        return (s["name"], str(s["version"])) if s else (self.name, self.version)
+
     def file(self, role: str) -> Path:
         """Path of the file registered under `role` (e.g. 'model', 'tokenizer')."""
         for fname, entry in self.manifest["files"].items():

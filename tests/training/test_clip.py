@@ -65,6 +65,31 @@ def test_bad_settings_are_clear(tiny_images, tmp_path):
                    progress=False, log=lambda m: None)
 
 
+def test_a_run_continues_from_a_trained_clip_with_the_text_side_locked(tiny_clip_run, tiny_images, tmp_path):
+    """--init starts from the trained weights (not from scratch); --lock-text keeps the shared space where
+    it was: the text projection comes out bit for bit the same while the image tower moves."""
+    from safetensors.torch import load_file
+
+    before = json.loads((tiny_clip_run / "summary.json").read_text())["retrieval"]["heldout_style"]["i2t_R@5"]
+    out = tmp_path / "more"
+    summary = train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(out), max_steps=3, embed_dim=256,
+                                         init=str(tiny_clip_run), lock_text=True, **{**TINY, "lr": 1e-5}),
+                         progress=False, log=lambda m: None)
+    # three steps at a tiny learning rate from the trained weights: the recall it had, not chance's
+    after = summary["retrieval"]["heldout_style"]["i2t_R@5"]
+    assert abs(after - before) < 0.1, (before, after)
+    a, b = load_file(tiny_clip_run / "model.safetensors"), load_file(out / "model.safetensors")
+    assert torch.equal(a["text_proj.weight"], b["text_proj.weight"])
+    assert not torch.equal(a["image_proj.weight"], b["image_proj.weight"])
+    # a different shape is refused with what must match
+    with pytest.raises(ValueError, match="different shape.*vision"):
+        train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(tmp_path / "other"), init=str(tiny_clip_run),
+                                   **{**TINY, "n_embd": 64}), progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="expected a CLIP run"):
+        train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(tmp_path / "none"), init=str(tmp_path),
+                                   **TINY), progress=False, log=lambda m: None)
+
+
 def test_onnx_bundle_matches_torch_and_is_unit_length(tiny_clip_bundle, tiny_clip_run, tiny_images):
     import onnxruntime as ort
 

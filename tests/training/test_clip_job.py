@@ -41,3 +41,22 @@ def test_clip_job_registers_an_embedding_bundle_behind_the_gate(home):
     outcome = run_job(second.id)
     assert outcome["promotion"]["promoted"] is False and "heldout_style_i2t_R@5" in outcome["promotion"]["reason"]
     assert home.get("clip-job").version == "1"
+    # a job can start from the registered model and keep its text side (the shared space) where it is
+    third = store.create(recipe="clip", dataset="tiny-images",
+                         params={**TINY, "max_steps": 4, "init_model": "clip-job:1", "lock_text": True},
+                         resources={"queue": "cpu"}, model_name="clip-job", max_steps=4)
+    run_job(third.id)
+    assert store.get(third.id).state == "succeeded", store.get(third.id).error
+    from safetensors.torch import load_file
+
+    first_w = load_file(home.bundle("clip-job", "1").file("weights"))
+    third_w = load_file(home.bundle("clip-job", "3").file("weights"))
+    assert (first_w["text_proj.weight"] == third_w["text_proj.weight"]).all()
+    assert not (first_w["image_proj.weight"] == third_w["image_proj.weight"]).all()
+    # so its vectors live in the first model's space, and say so (an audio tower of that space pairs with it)
+    assert home.bundle("clip-job", "3").space == ("clip-job", "1") == home.bundle("clip-job", "1").space
+    assert home.bundle("clip-job", "2").space == ("clip-job", "2")
+    missing = store.create(recipe="clip", dataset="tiny-images", params={**TINY, "init_model": "no-such-model"},
+                           resources={"queue": "cpu"}, model_name="clip-job", max_steps=4)
+    run_job(missing.id)
+    assert store.get(missing.id).state == "failed" and "no-such-model" in store.get(missing.id).error

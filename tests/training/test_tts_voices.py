@@ -77,3 +77,35 @@ def test_the_tts_cli_learns_several_voices_and_the_bundle_lists_them(tiny_speech
     engine = TTSEngine(load_bundle(bundle.path), threads=1)
     waves = [np.concatenate([c.pcm for c in engine.synthesize("Good morning.", v)]) for v in voices]
     assert all(len(w) > 2205 for w in waves)
+
+
+def test_the_vocoder_fine_tunes_on_the_acoustic_models_own_mels(tiny_speech, tmp_path):
+    """--gta: the starter acoustic model's teacher-forced mels line up with the recordings frame for
+    frame, and a few steps on them make the vocoder voice them closer to the recordings."""
+    from omniforge_shared.audio import log_mel
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.data.tts_features import TTS_MEL
+    from omniforge_training.train_vocoder import VocoderTrainConfig, gta_mels, train_vocoder
+
+    if not (STARTER_TTS_DIR / "acoustic" / "model.safetensors").exists():
+        pytest.skip("no committed speech starters")
+    ds = load_speech(tiny_speech)
+    items = [it for it in ds.split("train") if it["speaker"] != "slt"][:6]
+    mels = gta_mels(STARTER_TTS_DIR / "acoustic", ds, items, tmp_path / "gta.pt", threads=1, progress=False,
+                    log=lambda m: None)
+    for it, m in zip(items, mels):
+        real = log_mel(ds.audio(it), TTS_MEL)
+        n = min(len(m), len(real))
+        aligned = np.abs(m[:n] - real[:n]).mean()
+        assert aligned < np.abs(m[6:n] - real[:n - 6]).mean(), it["id"]     # 70 ms off is worse
+    base = dict(data=str(tiny_speech), init=str(STARTER_TTS_DIR / "vocoder"), gta=str(STARTER_TTS_DIR / "acoustic"),
+                batch_size=8, eval_interval=0, threads=1, warmup_steps=1)
+    before = train_vocoder(VocoderTrainConfig(out=str(tmp_path / "a"), max_steps=1, lr=1e-9, **base),
+                           progress=False, log=lambda m: None)
+    after = train_vocoder(VocoderTrainConfig(out=str(tmp_path / "b"), max_steps=25, lr=5e-4, gta_share=1.0, **base),
+                          progress=False, log=lambda m: None)
+    assert after["gta_utterances"] > 0
+    assert after["quality"]["val_gta_mel_l1"] < before["quality"]["val_gta_mel_l1"], (before["quality"], after["quality"])
+    with pytest.raises(ValueError, match="expected an acoustic model"):
+        train_vocoder(VocoderTrainConfig(out=str(tmp_path / "c"), max_steps=1, **{**base, "gta": str(tmp_path)}),
+                      progress=False, log=lambda m: None)

@@ -133,6 +133,9 @@ def export_clip_bundle(run_dir: Path, out: Path, *, name: str, version: str, sam
         # the torch weights too: the captioner and other recipes start from a registered CLIP
         shutil.copy2(run_dir / "model.safetensors", out / "model.safetensors")
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    if summary.get("space") and "space" not in (extra or {}):
+        # trained with another model's text side locked: its vectors live in that model's space
+        extra = {**(extra or {}), "space": summary["space"]}
     metrics = _flat_metrics(summary.get("retrieval", {}))
     metrics |= {"onnx_parity_image": image_parity, "onnx_parity_text": text_parity}
     bundle = write_bundle(

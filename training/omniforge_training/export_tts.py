@@ -122,11 +122,14 @@ def export_tts_bundle(tts_dir: Path, vocoder_dir: Path, out: Path, *, name: str,
         raise RuntimeError(f"exported voice differs from torch: {parity}")
     speakers = tcfg.get("speakers") or ["default"]
     if not voices:
-        try:                                   # the names and genders on the training dataset's card
-            from .data.speech import load_speech
+        # the names and genders on the training dataset's card; a dataset moved, gone or unreadable
+        # leaves the starter cards, or the ids
+        from .data.speech import is_speech
 
-            dataset = load_speech(Path(tcfg.get("train", {}).get("data", ""))).manifest
-        except Exception:                      # noqa: BLE001 - moved or gone: the starter cards, or the ids
+        data = Path(tcfg.get("train", {}).get("data", ""))
+        try:
+            dataset = json.loads((data / "dataset.json").read_text()) if is_speech(data) else None
+        except (OSError, ValueError):
             dataset = None
         voices = voice_cards(speakers, dataset)
     for v in voices:

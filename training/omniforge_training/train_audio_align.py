@@ -299,7 +299,7 @@ def train_audio_align(cfg: AudioAlignConfig, *, on_step: Callable | None = None,
     save_weights(out / "model.safetensors", tower)
     melcfg = mel.cfg
     (out / "config.json").write_text(json.dumps({
-        "model": tcfg.to_dict(), "mel": melcfg.to_dict(), "space": {"name": space.name, "version": space.version},
+        "model": tcfg.to_dict(), "mel": melcfg.to_dict(), "space": dict(zip(("name", "version"), space.space)),
         "train": asdict(cfg)}, indent=2))
     quality = {}
     if "test" in encoded:
@@ -311,7 +311,7 @@ def train_audio_align(cfg: AudioAlignConfig, *, on_step: Callable | None = None,
                "temperature": round(1.0 / float(model.scale()), 4), "quality": quality, "history": result.history,
                "datasets": [Path(d).name for d in cfg.data], "dataset_hashes": hashes,
                "sentences": len(texts), "train_utterances": len(splits["train"]),
-               "space": {"name": space.name, "version": space.version}, "config": asdict(cfg)}
+               "space": dict(zip(("name", "version"), space.space)), "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -57,6 +57,10 @@ class CLIPTrainConfig:
     # augmentation: crops and small affine moves keep an emoji's meaning; colour shifts of hue and
     # mirror flips do not (a red heart is not a blue one, a left arrow is not a right one)
     crop_scale: tuple[float, float] = (0.55, 1.0)
+    # zoom out as well as in (a crop only zooms in), and soften edges now and then: a user's picture
+    # is not framed like ours, and a style is partly its line work
+    affine_scale: tuple[float, float] = (0.8, 1.05)
+    blur_p: float = 0.25
     degrees: float = 12.0
     brightness: float = 0.2
     contrast: float = 0.2
@@ -69,6 +73,12 @@ class CLIPTrainConfig:
     tokenizer: str = ""                  # for text_tower="own": a BPE tokenizer.json (default: the starter's)
     text_layers: int = 2
     text_embd: int = 128
+    # start from a trained CLIP (a run, starter or bundle folder of the same shape) instead of from
+    # scratch: a longer or more robust run picks up where an earlier one stopped
+    init: str = ""
+    # keep the text side (projection, and our own text tower if any) fixed: the shared space does not
+    # move, so the towers and models already aligned to it (audio tower, diffusion conditioning) stay valid
+    lock_text: bool = False
     resume: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -145,8 +155,10 @@ def make_augment(cfg: CLIPTrainConfig):
 
     return K.AugmentationSequential(
         K.RandomResizedCrop((cfg.image_size, cfg.image_size), scale=cfg.crop_scale, ratio=(0.85, 1.18)),
-        K.RandomAffine(degrees=cfg.degrees, translate=(0.06, 0.06), padding_mode="border", p=0.5),
+        K.RandomAffine(degrees=cfg.degrees, translate=(0.06, 0.06), scale=cfg.affine_scale, padding_mode="border",
+                       p=0.5),
         K.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, 0.0, p=0.6),
+        K.RandomGaussianBlur((3, 3), (0.1, 1.0), p=cfg.blur_p),
     )
 
 
@@ -183,6 +195,36 @@ def evaluate(model: CLIP, ds: ImageTextDataset, text: dict, *, max_queries: int 
     return res
 
 
+def space_of(source: Path) -> dict | None:
+    """The shared space of a trained CLIP folder: a bundle's or starter's manifest names it (or is
+    it), a run's summary names it when the run kept another model's text side; None if unnamed."""
+    for fname in ("manifest.json", "summary.json"):
+        path = source / fname
+        if path.exists():
+            m = json.loads(path.read_text())
+            if m.get("space"):
+                return {"name": m["space"]["name"], "version": str(m["space"]["version"])}
+            if fname == "manifest.json" and m.get("name") and m.get("version"):
+                return {"name": m["name"], "version": str(m["version"])}
+    return None
+
+
+def init_from(model: CLIP, source: Path) -> None:
+    """Load a trained CLIP's weights into `model`; the two must have the same configuration."""
+    from .export_clip import load_clip
+
+    if not (source / "config.json").exists() or not (source / "model.safetensors").exists():
+        raise ValueError(f"init={source}: expected a CLIP run, starter or bundle folder with config.json "
+                         "and model.safetensors")
+    trained = load_clip(source)
+    if trained.config.to_dict() != model.config.to_dict():
+        mine, theirs = model.config.to_dict(), trained.config.to_dict()
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(f"init={source} was trained with a different shape ({', '.join(differ)} differ); "
+                         "train with the same image_size, patch_size, n_layer, n_head, n_embd and embed_dim")
+    model.load_state_dict(trained.state_dict())
+
+
 def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | None] | None = None,
                log=print, progress: bool = True) -> dict:
     torch.set_num_threads(cfg.threads)
@@ -207,8 +249,19 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model_config(vocab)
     model = CLIP(mcfg)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
+    space = None                          # the shared space this model's vectors live in, when not its own
+    if cfg.init:
+        init_from(model, Path(cfg.init))
+        log(f"initialised from {cfg.init}")
+        if cfg.lock_text:
+            space = space_of(Path(cfg.init))
+    if cfg.lock_text:
+        model.text_proj.requires_grad_(False)
+        if model.text is not None:
+            model.text.requires_grad_(False)
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and "pos" not in n]
+    no_decay = [p for n, p in trained if p.ndim < 2 or "pos" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     augment = make_augment(cfg)
@@ -265,7 +318,7 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
             stats["bank_loss"] = bank_loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trained], 1.0)
         opt.step()
         step += 1
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
@@ -293,5 +346,7 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
                "final_loss": loss_ema, "retrieval": final, "history": history,
                "temperature": 1.0 / model.scale().item(), "dataset": ds.manifest["name"],
                "dataset_hash": ds.manifest["content_hash"], "config": asdict(cfg)}
+    if space:
+        summary["space"] = space
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -24,7 +24,7 @@ class AudioTowerEngine:
                  max_seconds: float = MAX_QUERY_SECONDS) -> None:
         self.bundle = bundle
         m = bundle.manifest
-        self.space = (m["space"]["name"], str(m["space"]["version"]))
+        self.space = bundle.space
         self.dimensions = int(m["embedding"]["dimensions"])
         self.mel = MelConfig(**m["preprocess"]["mel"])
         self.rate = int(m["preprocess"]["sample_rate"])

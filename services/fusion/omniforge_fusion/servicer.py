@@ -53,7 +53,7 @@ class FusionServicer(fusion_pb2_grpc.FusionServiceServicer):
     def audio_tower(self, loaded):
         """The served audio tower aligned to this embedding model and version, if any: -> embed fn."""
         for m in self.pool.models.values():
-            if m.bundle.task == AUDIO_TASK and m.engine.space == (loaded.name, loaded.version):
+            if m.bundle.task == AUDIO_TASK and m.engine.space == loaded.bundle.space:
                 return m.engine.embed
         return None
 

@@ -100,6 +100,10 @@ class CLIPParams(BaseModel):
     text_tower: Literal["minilm", "own"] = Field("minilm", description="frozen pretrained MiniLM, or our own")
     text_layers: int = Field(2, ge=1, le=24, description="our own text tower's depth")
     text_embd: int = Field(128, ge=32, le=2048, description="our own text tower's width (a multiple of 32)")
+    init_model: str | None = Field(None, description="registered embedding model (`name` or `name:version`) of "
+                                   "the same shape to start from, instead of from scratch")
+    lock_text: bool = Field(False, description="keep the text side fixed, so the shared space (and every model "
+                            "aligned to it) does not move")
     eval_interval: int = Field(200, ge=0)
     checkpoint_interval: int = Field(100, ge=1)
     seed: int = Field(1337, ge=0)

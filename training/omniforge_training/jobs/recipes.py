@@ -57,6 +57,18 @@ def _reporter(ctx: JobContext, stopped: list[bool]):
     return on_step
 
 
+def _with_weights(ctx: JobContext, ref: str, needed_for: str):
+    """The registered bundle `name` or `name:version`, which must carry torch weights to start from."""
+    if ctx.registry is None:
+        raise ValueError(f"{needed_for} needs the registry to find {ref}")
+    name, _, version = ref.partition(":")
+    bundle = ctx.registry.bundle(name, version or None)
+    if not bundle.has("weights"):
+        raise ValueError(f"{bundle.name}:{bundle.version} has no torch weights to start from; "
+                         "register it with a current `omniforge` (the export now bundles them)")
+    return bundle
+
+
 @recipe("text-lm")
 def text_lm(ctx: JobContext) -> RecipeResult:
     """A GPT trained from scratch on a token dataset or a text file; resumes from its checkpoint."""
@@ -123,8 +135,10 @@ def clip(ctx: JobContext) -> RecipeResult:
     from ..train_clip import CLIPTrainConfig, train_clip
 
     p = validate_params("clip", ctx.params)
-    fields = p.model_dump(exclude={"promote", "threads"})
-    cfg = CLIPTrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), threads=p.threads or 2, **fields)
+    fields = p.model_dump(exclude={"promote", "threads", "init_model"})
+    init = str(_with_weights(ctx, p.init_model, "init_model").path) if p.init_model else ""
+    cfg = CLIPTrainConfig(data=str(ctx.dataset), out=str(ctx.work_dir / "run"), threads=p.threads or 2, init=init,
+                          **fields)
     stopped = [False]
 
     def on_step(r) -> bool:
@@ -155,13 +169,7 @@ def caption(ctx: JobContext) -> RecipeResult:
     from ..train_caption import CaptionTrainConfig, train_caption
 
     p = validate_params("caption", ctx.params)
-    if ctx.registry is None:
-        raise ValueError("the caption recipe needs the registry to find its CLIP and tokenizer models")
-    name, _, version = p.clip_model.partition(":")
-    clip_bundle = ctx.registry.bundle(name, version or None)
-    if not clip_bundle.has("weights"):
-        raise ValueError(f"{clip_bundle.name}:{clip_bundle.version} has no torch weights to start from; "
-                         "register it with a current `omniforge` (the export now bundles them)")
+    clip_bundle = _with_weights(ctx, p.clip_model, "the caption recipe")
     tname, _, tversion = p.tokenizer_model.partition(":")
     tokenizer = ctx.registry.bundle(tname, tversion or None).file("tokenizer")
     fields = p.model_dump(exclude={"promote", "threads", "clip_model", "tokenizer_model"})

