@@ -158,8 +158,10 @@ def greedy_captions(model: Captioner, prefix: torch.Tensor, *, eos: int, max_tok
         x = torch.cat([x, wte(torch.tensor(prompt))[None].expand(len(prefix), -1, -1)], dim=1)
     out = [[] for _ in range(len(prefix))]
     done = torch.zeros(len(prefix), dtype=torch.bool)
-    for _ in range(max_tokens):
+    for step in range(max_tokens):
         logits, _, _ = model.decoder(inputs_embeds=x)
+        if step == 0:                       # a caption says something: no end before the first token
+            logits[:, -1, eos] = float("-inf")
         nxt = logits[:, -1].argmax(-1)
         for k, t in enumerate(nxt.tolist()):
             if not done[k]:

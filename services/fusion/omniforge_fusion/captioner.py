@@ -163,13 +163,16 @@ class CaptionEngine:
                             req[3].set_exception(e)
 
     def _prefill(self, pixels: np.ndarray, prompt_ids: list[int], cache: KVCache) -> np.ndarray:
+        """The first token's logits, with the end token ruled out: a caption says something (a blank
+        or unfamiliar image would otherwise get an empty one)."""
         prefix = self.encoder.run(["prefix_embeds"], {"pixel_values": pixels})[0]             # (B, P, C)
         if prompt_ids:
             prompt = np.broadcast_to(self.wte[prompt_ids], (len(prefix), len(prompt_ids), self.wte.shape[1]))
             prefix = np.concatenate([prefix, prompt], axis=1)
         lengths = np.full(len(prefix), prefix.shape[1], np.int32)
-        logits = self.decoder.forward(np.ascontiguousarray(prefix, np.float32), lengths, cache, 0)
-        return logits[:, -1].copy(), lengths
+        logits = self.decoder.forward(np.ascontiguousarray(prefix, np.float32), lengths, cache, 0)[:, -1].copy()
+        logits[:, self.eos] = -np.inf
+        return logits, lengths
 
     def _batch(self, reqs: list) -> list[Caption]:
         pixels = np.stack([r[0] for r in reqs])

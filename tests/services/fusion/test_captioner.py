@@ -74,3 +74,12 @@ def test_bad_images_are_refused_and_the_engine_goes_on(engine, images):
     with pytest.raises(InvalidInput, match="not an image format"):
         engine.submit(b"definitely not an image", CaptionParams())
     assert engine.submit(images[0], CaptionParams(max_tokens=4)).result(timeout=30).text
+
+
+def test_every_caption_says_something(engine):
+    """A blank or unfamiliar image still gets words, by every decoder: the end token cannot come first."""
+    blank = png(np.full((32, 32, 3), 200, np.uint8))
+    for params in (CaptionParams(max_tokens=6), CaptionParams(max_tokens=6, num_beams=3),
+                   CaptionParams(max_tokens=6, temperature=1.0, seed=1)):
+        caption = engine.submit(blank, params).result(timeout=30)
+        assert caption.text and caption.tokens >= 1, params
