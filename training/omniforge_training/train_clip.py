@@ -196,16 +196,17 @@ def evaluate(model: CLIP, ds: ImageTextDataset, text: dict, *, max_queries: int 
 
 
 def space_of(source: Path) -> dict | None:
-    """The shared space of a trained CLIP folder: a bundle's or starter's manifest names it (or is
-    it), a run's summary names it when the run kept another model's text side; None if unnamed."""
-    for fname in ("manifest.json", "summary.json"):
-        path = source / fname
-        if path.exists():
-            m = json.loads(path.read_text())
-            if m.get("space"):
-                return {"name": m["space"]["name"], "version": str(m["space"]["version"])}
-            if fname == "manifest.json" and m.get("name") and m.get("version"):
-                return {"name": m["name"], "version": str(m["version"])}
+    """The shared space of a trained CLIP folder: a bundle's or starter's manifest says it
+    (`Bundle.space`), a run's summary names it when the run kept another model's text side; None if
+    unnamed."""
+    from omniforge_shared.bundle import Bundle
+
+    if (source / "manifest.json").exists():
+        m = json.loads((source / "manifest.json").read_text())
+        if m.get("name") and m.get("version"):
+            return dict(zip(("name", "version"), Bundle(source, m).space))
+    if (source / "summary.json").exists():
+        return json.loads((source / "summary.json").read_text()).get("space")
     return None
 
 
