@@ -61,7 +61,7 @@ run: install image-data speech-data
 test: install triton-env image-data speech-data monitoring-tools
 	@# the container test runs on the images when they build here, and says why it is skipped when not
 	-@$(MAKE) --no-print-directory images
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 # the CPU images (gateway, text, image, audio, fusion) with podman, offline: wheels from pip here, a
 # Debian base from mmdebstrap when no registry answers (deploy/images.sh)

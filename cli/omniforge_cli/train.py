@@ -97,6 +97,8 @@ def train_clip_cmd(
                                         "from (e.g. training/omniforge_training/starter/clip)"),
     lock_text: bool = typer.Option(False, "--lock-text/--no-lock-text", help="keep the text projection fixed: the "
                                    "shared space stays where the audio tower and diffusion models expect it"),
+    ema_decay: float = typer.Option(0.0, help="keep a moving average of the weights with this decay (e.g. 0.998) "
+                                    "and make it the model; 0: off"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from out/checkpoints/last.pt"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     package: Optional[str] = typer.Option(None, help="write the result as the committed CLIP starter, with this version"),
@@ -110,7 +112,8 @@ def train_clip_cmd(
                           n_head=n_head, n_embd=n_embd, embed_dim=embed_dim, batch_size=batch_size,
                           max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
                           checkpoint_interval=checkpoint_interval, seed=seed, threads=threads, resume=resume,
-                          text_tower=text_tower, init=str(init or ""), lock_text=lock_text)
+                          text_tower=text_tower, init=str(init or ""), lock_text=lock_text,
+                          ema_decay=ema_decay)
     try:
         summary = train_clip(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

@@ -27,7 +27,7 @@ def test_cider_and_bleu_reward_the_reference_and_not_noise():
     assert bleu4(same, refs) > 50 and bleu4(noise, refs) < 10
 
 
-def test_training_learns_and_reports_quality(tiny_caption_run):
+def test_training_learns_and_reports_quality(tiny_caption_run, tiny_images):
     summary = json.loads((tiny_caption_run / "summary.json").read_text())
     first, last = summary["history"][0], summary["history"][-1]
     # well below a uniform guess over 4096 tokens (8.3 nats), and still falling
@@ -36,6 +36,12 @@ def test_training_learns_and_reports_quality(tiny_caption_run):
         q = summary["quality"][split]
         assert {"bleu4", "cider_d", "exact_match", "self_retrieval_R@1", "distinct_share"} <= set(q)
     assert first["step"] == 30
+    # a grid to look at: 12 held-out-style and 4 unseen-concept images, each with its caption under it
+    from PIL import Image
+
+    size = 2 * np.load(tiny_images / "images.npy", mmap_mode="r").shape[1]     # drawn at twice the size
+    grid = Image.open(tiny_caption_run / "samples.png")
+    assert grid.size == (8 * max(size, 110), 2 * (size + 30))
 
 
 def test_resume_reaches_the_same_weights(tiny_images, tiny_clip_run, tmp_path):

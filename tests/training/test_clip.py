@@ -33,27 +33,54 @@ def test_training_aligns_images_with_their_names(tiny_clip_run, tiny_images):
         assert set(summary["retrieval"][split]) >= {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1"}
 
 
-def test_resume_reaches_the_same_weights(tiny_images, tmp_path):
-    straight = tmp_path / "straight"
-    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(straight), max_steps=8, checkpoint_interval=4, **TINY),
-               progress=False, log=lambda m: None)
-    resumed = tmp_path / "resumed"
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_reaches_the_same_weights(tiny_images, tmp_path, ema_decay):
+    def config(out):
+        return CLIPTrainConfig(data=str(tiny_images), out=str(out), max_steps=8, checkpoint_interval=4,
+                               ema_decay=ema_decay, **TINY)
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_clip(config(straight), progress=False, log=lambda m: None)
     stop_at = []
 
     def stop_after_4(report):
         stop_at.append(report.step)
         return report.step < 4
 
-    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(resumed), max_steps=8, checkpoint_interval=4, **TINY),
-               progress=False, log=lambda m: None, on_step=stop_after_4)
+    train_clip(config(resumed), progress=False, log=lambda m: None, on_step=stop_after_4)
     assert stop_at[-1] == 4
-    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(resumed), max_steps=8, checkpoint_interval=4, **TINY),
-               progress=False, log=lambda m: None)
+    train_clip(config(resumed), progress=False, log=lambda m: None)
     from safetensors.torch import load_file
 
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+
+
+def test_a_weight_average_is_the_model_when_asked(tiny_images, tmp_path):
+    """--ema-decay keeps a moving average of the weights: the average is what is saved (and so exported and
+    served), the raw weights' retrieval stays in the summary to compare, and a run without an average
+    cannot be resumed as one that has it."""
+    from safetensors.torch import load_file
+
+    from omniforge_training.checkpoint import load_checkpoint
+
+    out = tmp_path / "ema"
+    summary = train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(out), max_steps=6, checkpoint_interval=3,
+                                         ema_decay=0.9, **{**TINY, "eval_interval": 3}),
+                         progress=False, log=lambda m: None)
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")
+    saved = load_file(out / "model.safetensors")
+    assert max((saved[k].float() - ck["ema"][k]).abs().max().item() for k in saved) < 1e-3
+    assert not torch.equal(saved["image_proj.weight"].float(), ck["model"]["image_proj.weight"].float())
+    assert summary["retrieval_raw_weights"]["heldout_style"]["queries"] == summary["retrieval"]["heldout_style"]["queries"]
+    assert {"ema_val_i2t_R@1", "ema_heldout_style_i2t_R@1"} <= set(summary["history"][-1])
+    plain = tmp_path / "plain"
+    train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(plain), max_steps=2, checkpoint_interval=1, **TINY),
+               progress=False, log=lambda m: None, on_step=lambda r: r.step < 1)
+    with pytest.raises(ValueError, match="without a weight average"):
+        train_clip(CLIPTrainConfig(data=str(tiny_images), out=str(plain), max_steps=2, ema_decay=0.9, **TINY),
+                   progress=False, log=lambda m: None)
 
 
 def test_bad_settings_are_clear(tiny_images, tmp_path):

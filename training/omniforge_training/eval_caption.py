@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,7 +61,9 @@ def bleu4(hyps: list[str], refs: list[list[str]]) -> float:
 
 @torch.no_grad()
 def caption_suite(model, ds, tok, prefix_of, *, clip, eos: int, max_tokens: int = 24, max_queries: int = 600,
-                  references: int = 4) -> dict:
+                  references: int = 4, grid: Path | None = None) -> dict:
+    """Greedy captions of each split's images, scored; `grid`: also a PNG of held-out-style and
+    unseen-concept images with their captions, the truth in brackets."""
     from .models.minilm import MiniLM, encode_texts
     from .train_caption import COLOUR_PROMPT, colour_words, greedy_captions
     from .train_clip import embed_images
@@ -71,7 +74,7 @@ def caption_suite(model, ds, tok, prefix_of, *, clip, eos: int, max_tokens: int 
         splits["heldout_style"] = ds.items("train", styles=[ds.heldout_style])
     rng = np.random.default_rng(0)
     tower = MiniLM() if clip.text is None else None
-    out = {}
+    out, shown = {}, {}
     for split, idx in splits.items():
         if len(idx) == 0:
             continue
@@ -95,4 +98,13 @@ def caption_suite(model, ds, tok, prefix_of, *, clip, eos: int, max_tokens: int 
                       "self_retrieval_R@1": self_r1, "distinct_share": len(set(caps)) / len(caps),
                       "colour_prompt_exact": colour_ok, "queries": int(len(idx)),
                       "examples": [{"caption": c, "reference": rs[0]} for c, rs in list(zip(caps, refs))[:8]]}
+        # spread over the split (its first images are all faces)
+        pick = np.linspace(0, len(idx) - 1, 16).astype(int)
+        shown[split] = [(np.asarray(ds.images[idx[j]]), f"{caps[j]} [{refs[j][0]}]") for j in pick]
+    if grid is not None:
+        from .eval_diffusion import sample_grid
+
+        cells = shown.get("heldout_style", [])[:12] + shown.get("unseen_concepts", [])[:4]
+        if cells:
+            sample_grid(np.stack([c[0] for c in cells]), [c[1] for c in cells], Path(grid), cols=8, scale=2)
     return out

@@ -1,6 +1,7 @@
-"""What every trainer shares: the learning-rate schedule and the order batches come in.
+"""What every trainer shares: the learning-rate schedule, the order batches come in, and a moving
+average of the weights.
 
-Both are pure functions of the step, so a run resumed from a checkpoint at step s goes on with
+The first two are pure functions of the step, so a run resumed from a checkpoint at step s goes on with
 the same learning rates and the same batches as a run that never stopped.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 import time
 
 import numpy as np
+import torch
 
 
 def warmup_cosine(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
@@ -69,3 +71,23 @@ def finish_step(*, step: int, total: int, loss: float, shown_loss: float, lr: fl
             checkpoint(step, wall)
             return False
     return True
+
+
+class EMA:
+    """Exponential moving average of a model's weights (decay 0.999 suits short runs)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))          # warm up: early weights are noise
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})

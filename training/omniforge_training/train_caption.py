@@ -279,7 +279,8 @@ def train_caption(cfg: CaptionTrainConfig, *, on_step: Callable[[StepReport], bo
     tok.save(out / "tokenizer.json")
     from .eval_caption import caption_suite
 
-    quality = caption_suite(model, ds, tok, prefix_of, clip=clip, eos=tok.eos_id, max_tokens=cfg.max_caption_tokens)
+    quality = caption_suite(model, ds, tok, prefix_of, clip=clip, eos=tok.eos_id, max_tokens=cfg.max_caption_tokens,
+                            grid=out / "samples.png")
     summary = {"recipe": "caption", "steps": step, "max_steps": cfg.max_steps, "wall_s": round(wall, 1),
                "params": sum(p.numel() for p in model.parameters()), "final_loss": loss_ema,
                "quality": quality, "history": history, "dataset": ds.manifest["name"],

@@ -11,6 +11,7 @@ checkpoints/last.pt.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from .eval_vision import retrieval_suite
 from .models.clip import CLIP, CLIPConfig
 from .models.text_encoder import TextEncoderConfig
 from .models.vit import ViTConfig
-from .schedule import epoch_batch, finish_step, warmup_cosine
+from .schedule import EMA, epoch_batch, finish_step, warmup_cosine
 from .train_text import StepReport
 
 MEAN, STD = 0.5, 0.5     # omniforge_shared.images normalisation: (x / 255 - 0.5) / 0.5
@@ -79,6 +80,9 @@ class CLIPTrainConfig:
     # keep the text side (projection, and our own text tower if any) fixed: the shared space does not
     # move, so the towers and models already aligned to it (audio tower, diffusion conditioning) stay valid
     lock_text: bool = False
+    # an exponential moving average of the weights (0: off); when on, the average is what gets
+    # evaluated, saved and exported, and the raw weights' retrieval is kept beside it in the summary
+    ema_decay: float = 0.0
     resume: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -266,6 +270,7 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     augment = make_augment(cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     step, wall_before, history = 0, 0.0, []
     ckpt_path = out / "checkpoints" / "last.pt"
     if cfg.resume and ckpt_path.exists():
@@ -274,6 +279,11 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
         opt.load_state_dict(ck["optimizer"])
         step, wall_before, history = ck["step"], ck["wall_s"], ck["history"]
         torch.set_rng_state(ck["torch_rng"])
+        if ema is not None:
+            if "ema" not in ck:
+                raise ValueError(f"{ckpt_path} was saved without a weight average; resume with ema_decay=0 "
+                                 "or start a new run folder")
+            ema.shadow = ck["ema"]
         log(f"resumed at step {step}")
     concept_of = torch.from_numpy(ds.item_concept)
     offsets = text["caption_offsets"]
@@ -289,7 +299,12 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
     def checkpoint(s: int, wall: float) -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": s,
                                     "wall_s": wall, "history": history, "torch_rng": torch.get_rng_state(),
-                                    "config": asdict(cfg)})
+                                    "config": asdict(cfg), **({"ema": ema.shadow} if ema is not None else {})})
+
+    def averaged() -> CLIP:
+        avg = copy.deepcopy(model)          # not CLIP(mcfg): a fresh init would draw from the seeded generator
+        ema.copy_to(avg)
+        return avg
 
     bar = None
     if progress:
@@ -321,6 +336,8 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in trained], 1.0)
         opt.step()
+        if ema is not None:
+            ema.update(model, step)
         step += 1
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
         metrics = {}
@@ -328,6 +345,10 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
             res = evaluate(model, ds, text, max_queries=1000, splits=("val", "heldout_style"))
             metrics = {"val_i2t_R@1": res["val"]["i2t_R@1"], "val_i2t_R@5": res["val"]["i2t_R@5"],
                        "heldout_style_i2t_R@1": res.get("heldout_style", {}).get("i2t_R@1")}
+            if ema is not None:
+                res = evaluate(averaged(), ds, text, max_queries=1000, splits=("val", "heldout_style"))
+                metrics.update({"ema_val_i2t_R@1": res["val"]["i2t_R@1"],
+                                "ema_heldout_style_i2t_R@1": res.get("heldout_style", {}).get("i2t_R@1")})
             history.append({"step": step, "loss": loss_ema, **metrics})
             log(f"step {step}: loss {loss_ema:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None))
         if not finish_step(step=step, total=cfg.max_steps, loss=loss.item(), shown_loss=loss_ema, lr=lr_at(step, cfg),
@@ -338,6 +359,10 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
     if bar is not None:
         bar.close()
     wall = wall_before + time.time() - t_start
+    raw = None
+    if ema is not None:
+        raw = evaluate(model, ds, text)
+        model = averaged()
     final = evaluate(model, ds, text)
     save_weights(out / "model.safetensors", model)
     (out / "config.json").write_text(json.dumps(mcfg.to_dict(), indent=2))
@@ -347,6 +372,8 @@ def train_clip(cfg: CLIPTrainConfig, *, on_step: Callable[[StepReport], bool | N
                "final_loss": loss_ema, "retrieval": final, "history": history,
                "temperature": 1.0 / model.scale().item(), "dataset": ds.manifest["name"],
                "dataset_hash": ds.manifest["content_hash"], "config": asdict(cfg)}
+    if raw is not None:
+        summary["retrieval_raw_weights"] = raw
     if space:
         summary["space"] = space
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

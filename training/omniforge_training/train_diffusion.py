@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.image_text import ImageTextDataset, load_image_text
-from .models.unet import EMA, UNetConfig, build_unet, make_scheduler
-from .schedule import epoch_batch, finish_step, warmup_cosine
+from .models.unet import UNetConfig, build_unet, make_scheduler
+from .schedule import EMA, epoch_batch, finish_step, warmup_cosine
 from .train_text import StepReport
 
 

@@ -104,6 +104,8 @@ class CLIPParams(BaseModel):
                                    "the same shape to start from, instead of from scratch")
     lock_text: bool = Field(False, description="keep the text side fixed, so the shared space (and every model "
                             "aligned to it) does not move")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="keep a moving average of the weights with this "
+                             "decay (e.g. 0.998) and make it the model; 0: off")
     eval_interval: int = Field(200, ge=0)
     checkpoint_interval: int = Field(100, ge=1)
     seed: int = Field(1337, ge=0)

@@ -100,23 +100,3 @@ def make_scheduler(cfg: UNetConfig, kind: str = "ddpm"):
     if kind == "ddpm":
         return DDPMScheduler(**common)
     return DDIMScheduler(**common, set_alpha_to_one=s["set_alpha_to_one"])
-
-
-class EMA:
-    """Exponential moving average of a model's weights (decay 0.999 suits short runs)."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
-        self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))          # warm up: early weights are noise
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
-            else:
-                self.shadow[k].copy_(v)
-
-    def copy_to(self, model: nn.Module) -> None:
-        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})

@@ -37,7 +37,8 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
     m = ds.manifest
     manifest = {
         "name": STARTER_CLIP_NAME, "version": version, "recipe": "clip", "config": json.loads((run_dir / "config.json").read_text()),
-        "train": {k: summary["config"][k] for k in STARTER_CLIP_RECIPE},
+        "train": {k: summary["config"][k] for k in STARTER_CLIP_RECIPE}
+        | {k: summary["config"][k] for k in ("ema_decay",) if summary["config"].get(k)},
         "data": {"dataset": m["name"], "content_hash": m["content_hash"], "counts": m["counts"],
                  "heldout_style": m["heldout_style"], "licenses": m["licenses"]},
         "retrieval": summary["retrieval"], "wall_s": summary["wall_s"], "steps": summary["steps"],
@@ -50,12 +51,16 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
         manifest["continued_from"] = {"version": before["version"], "steps": before.get("steps"),
                                       "wall_s": before.get("wall_s"),
                                       "lock_text": bool(summary["config"].get("lock_text"))}
+        if before.get("continued_from"):        # the whole lineage: what that version was continued from
+            manifest["continued_from"]["continued_from"] = before["continued_from"]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
 def package_caption_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_CAPTION_DIR) -> dict:
     """The captioner's own weights (mapper + decoder, fp16); its image tower is the CLIP starter's."""
+    import shutil
+
     import torch
 
     from ..checkpoint import save_weights
@@ -75,6 +80,8 @@ def package_caption_starter(run_dir: Path, dataset_dir: Path, *, version: str, o
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["config"].update(where)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if (run_dir / "samples.png").exists():
+        shutil.copy2(run_dir / "samples.png", out / "samples.png")
     m = load_image_text(dataset_dir).manifest
     clip_version = json.loads((STARTER_CLIP_DIR / "manifest.json").read_text())["version"]
     manifest = {"name": STARTER_CAPTION_NAME, "version": version, "recipe": "caption",
