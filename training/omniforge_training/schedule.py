@@ -85,7 +85,8 @@ class EMA:
         d = min(self.decay, (1 + step) / (10 + step))          # warm up: early weights are noise
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+                # lerp, not mul and add: a weight that does not move (a locked layer) stays bit for bit
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
             else:
                 self.shadow[k].copy_(v)
 
