@@ -53,3 +53,16 @@ def test_spec_augment_masks_only_real_frames():
     spec_augment(feats, torch.tensor([100, 60]), torch.Generator().manual_seed(0), AugmentConfig())
     assert (feats != before).any()
     assert torch.equal(feats[1, 60:], before[1, 60:])
+
+
+def test_pitch_warps_span_the_configured_range_both_ways():
+    # only the warp on: a 200 Hz tone comes out between 200 * low and 200 * high, and a man's
+    # 120 Hz can be taken up to a woman's range (x1.3 -> 156 Hz) as well as down
+    cfg = AugmentConfig(p_speed=0, p_pitch=1, p_room=0, p_colour=0, p_noise=0, p_phone=0, gain_db=(0, 0),
+                        pitch=(0.82, 1.3))
+    x = tone(200, 0.6)
+    f = np.fft.rfftfreq(len(x), 1 / RATE)
+    peaks = [f[np.argmax(np.abs(np.fft.rfft(augment(x, np.random.default_rng([7, k]), cfg))))] for k in range(40)]
+    assert 0.8 * 200 <= min(peaks) and max(peaks) <= 1.32 * 200
+    assert min(peaks) < 0.9 * 200 and max(peaks) > 1.18 * 200
+    assert len(augment(x, np.random.default_rng(1), cfg)) == len(x)

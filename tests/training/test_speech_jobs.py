@@ -78,3 +78,24 @@ def test_a_recognizer_can_be_trained_further_from_its_weights(tmp_path, tiny_spe
     with pytest.raises(ValueError, match="different recognizer"):
         train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "d"), init=str(tmp_path / "a"), **bigger),
                   progress=False, log=lambda m: None)
+
+
+def test_a_recognizer_starter_trained_further_records_its_lineage(tmp_path, tiny_speech):
+    """Packaging a run that started from a starter keeps what that starter was (version, steps,
+    served quality) and the steps and wall time of the whole lineage."""
+    from omniforge_training.starter.speech import package_asr_starter
+    from omniforge_training.train_asr import ASRTrainConfig, train_asr
+
+    small = {k: v for k, v in SMALL_ASR.items() if k not in ("language_model", "eval_interval")}
+    small.update(max_steps=3, warmup_steps=1, augment=False, eval_interval=0)
+    quiet = {"progress": False, "log": lambda m: None}
+    first = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "a"), **small), **quiet)
+    starter = tmp_path / "starter"
+    package_asr_starter(tmp_path / "a", tiny_speech, version="1", out=starter)
+    second = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "b"), init=str(starter),
+                                      **{**small, "max_steps": 2}), **quiet)
+    m = package_asr_starter(tmp_path / "b", tiny_speech, version="2", out=starter)
+    assert m["version"] == "2" and m["trained_from"]["version"] == "1" and m["trained_from"]["steps"] == 3
+    assert m["total_steps"] == 5
+    assert m["total_wall_s"] == pytest.approx(first["wall_s"] + second["wall_s"], abs=0.2)
+    assert "trained_from" not in package_asr_starter(tmp_path / "a", tiny_speech, version="1", out=tmp_path / "fresh")

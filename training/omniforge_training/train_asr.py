@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -200,6 +200,7 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     val = load_bank(ds, val_items, out / "cache" / "val.npz", log=log, progress=progress)
     batches = length_buckets([train.seconds(i) for i in range(len(train.items))], cfg.batch_seconds)
     acfg = AugmentConfig(**cfg.augment_config)
+    cfg = replace(cfg, augment_config=asdict(acfg))      # the config written down names every setting used
     rng0 = np.random.default_rng(cfg.seed)
     babble = [train.wave(int(i)) for i in rng0.choice(len(train_items), size=min(64, len(train_items)), replace=False)]
     texts = [transcript_of(it) for it in train_items]

@@ -44,6 +44,9 @@ def package_asr_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: 
 
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # trained further from an earlier starter: read its manifest before it is overwritten
+    init = json.loads((run_dir / "config.json").read_text())["train"].get("init")
+    before = json.loads((Path(init) / "manifest.json").read_text()) if init and (Path(init) / "manifest.json").exists() else None
     save_weights(out / "model.safetensors", load_asr(run_dir), dtype=torch.float16)
     config = _clean(json.loads((run_dir / "config.json").read_text()), "runs/asr")
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -59,6 +62,11 @@ def package_asr_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: 
                 "examples": summary["quality"].get("examples", []), "wall_s": summary["wall_s"],
                 "steps": summary["steps"], "train_hours": summary.get("train_hours"), "params": summary["params"],
                 "weights_dtype": "float16"}
+    if before:                   # the whole lineage, and the steps and time of all of it
+        manifest["trained_from"] = {k: before[k] for k in ("version", "steps", "wall_s", "served_quality", "trained_from")
+                                    if k in before}
+        manifest["total_steps"] = before.get("total_steps", before["steps"]) + summary["steps"]
+        manifest["total_wall_s"] = round(before.get("total_wall_s", before["wall_s"]) + summary["wall_s"], 1)
     if evaluation:
         manifest["served_quality"] = {k: v for k, v in evaluation.get("asr", {}).items() if k != "examples"}
         if "tuning" in evaluation:
