@@ -98,18 +98,20 @@ def bench_audio(threads: int = 1, rounds: int = 3) -> dict:
     from omniforge_shared.audio import normalise_loudness, resample
 
     speech = [normalise_loudness(resample(w, rate, 16_000), 16_000) for w in waves[:len(SENTENCES)]]
-    asr.transcribe(speech[0])
-    asr_t = asr_a = greedy_t = 0.0
+    plain = ASREngine(load_bundle(asr_dir), threads=threads, warps=[1.0])     # one reading, no warp search
+    for engine in (asr, plain):                                               # warm-up
+        engine.transcribe(speech[0])
+    spent = {(name, greedy_only): 0.0 for name in ("warps", "plain") for greedy_only in (False, True)}
+    asr_a = 0.0
     for _ in range(rounds):
         for x in speech:
-            t0 = time.perf_counter()
-            asr.transcribe(x)
-            asr_t += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            asr.transcribe(x, greedy_only=True)
-            greedy_t += time.perf_counter() - t0
+            for (name, greedy_only) in spent:
+                t0 = time.perf_counter()
+                (asr if name == "warps" else plain).transcribe(x, greedy_only=greedy_only)
+                spent[name, greedy_only] += time.perf_counter() - t0
             asr_a += len(x) / 16_000
-    asr.stop()
+    for engine in (asr, plain):
+        engine.stop()
     ours_rtf, piper_rtf = our_t / our_a, pip_t / pip_a
     return {
         "threads": threads, "sentences": len(SENTENCES), "rounds": rounds,
@@ -117,6 +119,9 @@ def bench_audio(threads: int = 1, rounds: int = 3) -> dict:
                     "ours_over_piper": round(ours_rtf / piper_rtf, 3), "goal": "ours <= 0.5 x piper"},
         "tts_first_chunk_ms": {"p50": round(1000 * statistics.median(firsts), 1),
                                "max": round(1000 * max(firsts), 1), "goal_ms": 150},
-        "asr_rtf": {"beam_lm": round(asr_t / asr_a, 4), "greedy": round(greedy_t / asr_a, 4), "goal": 0.05},
+        "asr_rtf": {"warps": list(asr.warps), "beam_lm": round(spent["warps", False] / asr_a, 4),
+                    "greedy": round(spent["warps", True] / asr_a, 4),
+                    "plain_beam_lm": round(spent["plain", False] / asr_a, 4), "plain_greedy": round(spent["plain", True] / asr_a, 4),
+                    "warps_over_plain": round(spent["warps", False] / spent["plain", False], 3), "goal": 0.05},
         "audio_seconds": {"ours": round(our_a / rounds, 2), "piper": round(pip_a / rounds, 2)},
     }

@@ -5,6 +5,9 @@
   tts_intelligibility    our recognizer's WER on speech our voice synthesised for the test sentences,
                          beside its WER on the teacher's own recordings of the same sentences
                          (`tts_intelligibility_per_voice`: every voice, each beside its own teacher)
+  warp_study             greedy WER with each spectrum warp and with the warp search, on voices no
+                         recognizer training ever heard, speaking validation sentences (for choosing
+                         a bundle's `decoding.warps` without touching the test split)
   listen                 sample WAVs and a spectrogram figure (synthesised vs reference) for the model card
 """
 from __future__ import annotations
@@ -16,11 +19,11 @@ import numpy as np
 from omniforge_shared.audio import normalise_loudness, resample
 
 
-def _asr(bundle_dir: Path, threads: int = 2):
+def _asr(bundle_dir: Path, threads: int = 2, warps: list[float] | None = None):
     from omniforge_audio.asr import ASREngine
     from omniforge_shared.bundle import load_bundle
 
-    return ASREngine(load_bundle(Path(bundle_dir)), threads=threads)
+    return ASREngine(load_bundle(Path(bundle_dir)), threads=threads, warps=warps)
 
 
 def _prep(x: np.ndarray, rate: int) -> np.ndarray:
@@ -32,13 +35,14 @@ def _prep(x: np.ndarray, rate: int) -> np.ndarray:
 
 
 def asr_quality(asr_bundle: Path, dataset_dir: Path, *, threads: int = 2, limit: int | None = None,
-                progress: bool = True) -> dict:
+                warps: list[float] | None = None, progress: bool = True) -> dict:
+    """`warps` overrides the bundle's spectrum warps ([1.0]: the plain reading)."""
     from omniforge_training.data.speech import load_speech
     from omniforge_training.train_asr import error_rates, transcript_of
 
     ds = load_speech(Path(dataset_dir))
     heldout = set(ds.manifest.get("split", {}).get("heldout_speakers", []))
-    engine = _asr(asr_bundle, threads)
+    engine = _asr(asr_bundle, threads, warps)
     items = ds.split("test")[:limit]
     if progress:
         from tqdm import tqdm
@@ -48,11 +52,12 @@ def asr_quality(asr_bundle: Path, dataset_dir: Path, *, threads: int = 2, limit:
         logp = engine.logprobs(_prep(ds.audio(it), ds.sample_rate))
         rows.append((it["speaker"], transcript_of(it), engine.decode(logp, greedy_only=True), engine.decode(logp)))
     engine.stop()
+    picks = {str(w): n for w, n in sorted(engine.warp_picks.items())}
 
     def rates(sel, k):
         return error_rates([r[1] for r in sel], [r[k] for r in sel]) if sel else {}
 
-    out = {}
+    out = {"warps": list(engine.warps), **({"warp_picks": picks} if picks else {})}
     for label, keep in (("heldout_voice", lambda r: r[0] in heldout), ("training_voices", lambda r: r[0] not in heldout),
                         ("all", lambda r: True)):
         sel = [r for r in rows if keep(r)]
@@ -94,6 +99,70 @@ def tune_lm(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit: i
     greedy = error_rates(refs, [engine.decode(lp, greedy_only=True) for lp in logps])
     best = min(results, key=lambda r: r["wer"])
     return {"split": split, "utterances": len(items), "best": best, "greedy": greedy, "grid": results}
+
+
+# espeak-ng accents and variants that are in no split of the starter corpus (chosen before measuring)
+STUDY_VOICES = ("en-gb-x-gbclan+f1", "en-us-nyc+f3", "en-gb-x-gbcwmd+f4", "en-us+m1")
+STUDY_GRID = (0.76, 0.82, 0.88, 0.94, 1.0, 1.07, 1.14)
+
+
+def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit: int = 170, voices=STUDY_VOICES,
+               grid=STUDY_GRID, threads: int = 2, seed: int = 7, progress: bool = True) -> dict:
+    """Greedy WER/CER of the recognizer reading unseen voices through each warp of `grid` alone, and
+    with the warp search over the bundle's own warps and over the whole grid. The voices speak the
+    validation sentences (joe's), at random rates and pitches: the test split is never used."""
+    import random
+    import subprocess
+    import tempfile
+
+    import soundfile as sf
+
+    from omniforge_shared.ctc import greedy
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.train_asr import error_rates, transcript_of
+
+    if split == "test":
+        raise ValueError("choose warps on the validation (or training) sentences; the test split is for measuring")
+    ds = load_speech(Path(dataset_dir))
+    items = [it for it in ds.split(split) if it["speaker"] == ds.manifest.get("default_voice", "joe")][:limit]
+    if not items:
+        raise ValueError(f"{dataset_dir} has no {split} utterances of its default voice to speak")
+    engine = _asr(asr_bundle, threads, list(grid))
+    own = [w for w in _asr_warps(asr_bundle) if w in grid]
+    rng = random.Random(seed)
+    rows = []
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, desc="warp study", unit="utt")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, it in enumerate(items):
+            voice, wav = voices[i % len(voices)], Path(tmp) / "s.wav"
+            cmd = ["espeak-ng", "-v", voice, "-s", str(rng.randint(135, 195)), "-p", str(rng.randint(40, 90)),
+                   "-w", str(wav), it.get("spoken") or it["text"]]
+            try:
+                subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+            except FileNotFoundError as e:
+                raise ValueError("the warp study speaks with espeak-ng; install it (`make speech-data`)") from e
+            x, rate = sf.read(wav, dtype="float32")
+            outs = engine.readings(_prep(x, rate))
+            rows.append((voice, transcript_of(it), [greedy(lp, engine.chars) for lp in outs],
+                         [engine.confidence(lp) for lp in outs]))
+    engine.stop()
+    refs = [r[1] for r in rows]
+
+    def searched(keep: list[float]) -> dict:
+        idx = [grid.index(w) for w in keep]
+        return error_rates(refs, [r[2][max(idx, key=lambda k: r[3][k])] for r in rows])
+
+    return {"voices": list(voices), "utterances": len(rows), "split": split,
+            "each_warp": {str(w): error_rates(refs, [r[2][k] for r in rows]) for k, w in enumerate(grid)},
+            "search": {"bundle_warps": own, "bundle": searched(own) if own else {}, "grid": searched(list(grid))}}
+
+
+def _asr_warps(asr_bundle: Path) -> list[float]:
+    from omniforge_shared.bundle import load_bundle
+
+    return [float(w) for w in load_bundle(Path(asr_bundle)).manifest["decoding"].get("warps", [1.0])]
 
 
 def _voiced_f0(x: np.ndarray, rate: int) -> np.ndarray:

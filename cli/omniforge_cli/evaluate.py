@@ -29,6 +29,24 @@ def _save_decoding(run_dir: Path, best: dict) -> None:
     console.print(f"beam-search settings written to {path}; export the run again to use them")
 
 
+@app.command("warps")
+def eval_warps_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: registered `name[:version]` or bundle folder"),
+                   data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset (its val sentences are spoken)"),
+                   limit: int = typer.Option(170, help="at most this many sentences"),
+                   threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
+    """Which spectrum warps suit a recognizer: its greedy WER reading voices it never heard through
+    each warp alone and with the warp search (validation sentences; the test split is never used)."""
+    from .eval_speech import warp_study
+
+    try:
+        result = warp_study(_bundle_dir(asr), data, limit=limit, threads=threads)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if out:
+        out.write_text(json.dumps(result, indent=2))
+    console.print_json(data=result)
+
+
 @app.command("speech")
 def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: registered `name[:version]` or bundle folder"),
                     tts: str = typer.Option("", help="a voice to judge by the recognizer (registered or folder)"),
@@ -41,11 +59,17 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
                                                              "whose config.json gets the tuned settings"),
                     recognizer: bool = typer.Option(True, "--recognizer/--no-recognizer",
                                                     help="measure the recognizer itself (WER per voice)"),
+                    warps: str = typer.Option("", help="comma-separated spectrum warps to read the audio with "
+                                                        "(default: the recognizer's own; 1.0 = the plain reading)"),
                     threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
     """WER/CER of the recognizer per voice (greedy and with the LM); with --tts, the voice's
     intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
     from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility_per_voice, tune_lm, voice_engine
 
+    try:
+        warp_list = [float(w) for w in warps.split(",") if w.strip()] or None
+    except ValueError:
+        fail(f"--warps takes comma-separated numbers such as 0.82,0.94,1.0, not {warps!r}")
     try:
         result = {}
         if tune:
@@ -53,7 +77,8 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
             if save_to:
                 _save_decoding(save_to, result["tuning"]["best"])
         if recognizer:
-            result["asr"] = asr_quality(_bundle_dir(asr), data, threads=threads, limit=limit or None)
+            result["asr"] = asr_quality(_bundle_dir(asr), data, threads=threads, limit=limit or None,
+                                        warps=warp_list)
         if tts:
             chosen = [v.strip() for v in voices.split(",") if v.strip()] or None
             engine = voice_engine(_bundle_dir(tts), threads)           # opened once, for the scores and the samples

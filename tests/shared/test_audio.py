@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from omniforge_shared.audio import (AudioError, AudioLimits, MelConfig, decode_audio, ffmpeg_available, log_mel,
+                                    mel_filterbank,
                                     prepare_audio, resample, TARGET_LUFS)
 
 
@@ -85,6 +86,18 @@ def test_numpy_log_mel_matches_torch(cfg):
     assert batch.shape == (2,) + ref.shape
     short = x[:10]                                                 # shorter than a window: still framed alike
     assert np.abs(log_mel(short, cfg) - LogMel(cfg)(torch.from_numpy(short)).numpy()).max() < 1e-3
+
+
+def test_a_warped_filterbank_hears_a_voice_as_if_resampled():
+    cfg = MelConfig()
+    lowered = mel_filterbank(cfg, 0.8)
+    for f in (500.0, 1000.0, 2500.0):          # a tone read through warp 0.8 lands where a tone 0.8 lower does
+        assert log_mel(tone(f), cfg, lowered).mean(0).argmax() == log_mel(tone(0.8 * f), cfg).mean(0).argmax()
+    x = speechlike()
+    slowed = resample(x, 16_000, 20_000)        # the same samples played at 16 kHz: every frequency x0.8
+    warped, real = log_mel(x, cfg, lowered).mean(0), log_mel(slowed, cfg).mean(0)
+    band = slice(5, 70)                          # below the band edge that resampling leaves empty
+    assert np.corrcoef(warped[band], real[band])[0, 1] > 0.98
 
 
 def wav_header(rate, channels, data_bytes, bits=16):

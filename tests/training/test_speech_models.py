@@ -49,6 +49,34 @@ def test_asr_export_matches_torch(tmp_path):
     assert bundle.manifest["decoding"]["frame_seconds"] == pytest.approx(0.04)
 
 
+def test_the_recognizer_reads_each_window_through_its_most_confident_warp(tmp_path):
+    from omniforge_audio.asr import ASREngine
+    from omniforge_shared.audio import log_mel, mel_filterbank
+    from omniforge_training.export_asr import DECODING, export_asr_bundle
+
+    model = small_asr()
+    save_weights(tmp_path / "model.safetensors", model)
+    (tmp_path / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
+    bundle = export_asr_bundle(tmp_path, tmp_path / "bundle", name="t", version="1", with_lm=False, log=lambda m: None)
+    assert bundle.manifest["decoding"]["warps"] == DECODING["warps"]
+    x = (np.random.default_rng(0).standard_normal(24_000) * 0.1).astype(np.float32)
+    warps = bundle.manifest["decoding"]["warps"]
+    singles = {w: ASREngine(bundle, threads=1, warps=[w]) for w in warps}
+    readings = {w: e.logprobs(x) for w, e in singles.items()}
+    plain = singles[1.0]
+    assert np.allclose(readings[1.0], plain.batcher(log_mel(x, plain.mel))[0])     # warp 1: the plain filterbank
+    assert np.allclose(mel_filterbank(plain.mel, 1.0), mel_filterbank(plain.mel))
+    best = max(warps, key=lambda w: readings[w].max(axis=1).mean())
+    searching = ASREngine(bundle, threads=1)
+    assert np.allclose(searching.logprobs(x), readings[best], atol=1e-5)
+    assert searching.warp_picks == {best: 1}
+    assert searching.gauges()["asr_warped_windows"] == float(best != 1.0)
+    with pytest.raises(ValueError, match="warps must lie in"):
+        ASREngine(bundle, threads=1, warps=[0.1])
+    for e in [*singles.values(), searching]:
+        e.stop()
+
+
 def test_length_regulator_repeats_each_state_for_its_frames():
     h = torch.arange(3, dtype=torch.float32)[None, :, None].expand(1, 3, 2)
     out = regulate(h, torch.tensor([[2, 0, 3]]), 6)

@@ -34,3 +34,19 @@ def test_the_lm_never_reads_the_held_out_sentences():
     held = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n")) - {""}
     seen = {" ".join(s) for s in lm_sentences(held, everyday=2000)}
     assert not held & seen
+
+
+def test_the_warp_study_reads_unseen_voices_through_each_warp(speech_bundles, tiny_speech):
+    from omniforge_cli.eval_speech import STUDY_GRID, warp_study
+    from omniforge_training.export_asr import DECODING
+
+    asr, _ = speech_bundles
+    corpus_voices = set(json.loads((tiny_speech / "dataset.json").read_text())["voices"])
+    study = warp_study(asr, tiny_speech, split="train", limit=3, threads=1, progress=False)
+    assert study["utterances"] == 3 and not corpus_voices & set(study["voices"])
+    assert list(study["each_warp"]) == [str(w) for w in STUDY_GRID]
+    assert study["search"]["bundle_warps"] == DECODING["warps"]
+    for result in (study["search"]["bundle"], *study["each_warp"].values()):
+        assert 0 <= result["cer"] <= 1.5 and result["utterances"] == 3
+    with pytest.raises(ValueError, match="test split is for measuring"):
+        warp_study(asr, tiny_speech, split="test")

@@ -24,7 +24,10 @@ from .models.conformer import ASRConfig, ConformerCTC
 
 PARITY_TOLERANCE = 1e-3
 TASK = "speech-recognition"
-DECODING = {"lm_weight": 0.8, "word_score": 1.0}       # beam search defaults; a run's config.json may tune them
+# beam search defaults; a run's config.json may tune them. `warps`: the spectrum is read through
+# filterbanks warped by each factor and the model's most confident reading wins (chosen on unseen
+# espeak-ng voices speaking validation sentences: greedy WER 0.442 -> 0.401 with these three)
+DECODING = {"lm_weight": 0.8, "word_score": 1.0, "warps": [0.82, 0.94, 1.0]}
 
 
 def load_asr(run_dir: Path) -> ConformerCTC:

@@ -4,7 +4,10 @@ bundle's word LM (greedy without one), word timestamps from a forced alignment.
     1. audio (16 kHz mono, loudness-normalised) cut into windows of at most `window_seconds`, the
        cuts placed at the quietest 100 ms near each boundary (a word is rarely cut)
     2. every window's features go to a micro-batcher: calls that arrive together share one
-       onnxruntime run (padded; the graph masks the padding)
+       onnxruntime run (padded; the graph masks the padding). With several `warps` (the bundle's
+       decoding settings), the window's spectrum is read through each warped filterbank and the
+       model's most confident reading wins (mean best log-prob per frame): a voice pitched unlike
+       any the model learned from is heard as if moved towards those it knows
     3. per window: beam search (or greedy), then the text's characters aligned to the frames for
        word start and end times; segments split where words are more than `pause` apart
 """
@@ -12,12 +15,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from omniforge_shared.audio import MelConfig, log_mel, mel_filterbank
+from omniforge_shared.audio import MelConfig, mel_filterbank, mel_of_power, power_spectrum
 from omniforge_shared.bundle import Bundle
 from omniforge_shared.ctc import BeamDecoder, Word, greedy, word_times
 from omniforge_shared.encoders import cpu_session
@@ -48,9 +53,12 @@ class MicroBatcher:
         self.thread.start()
 
     def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.submit(feats).result()
+
+    def submit(self, feats: np.ndarray) -> Future:
         job = _Job(feats)
         self.jobs.put(job)
-        return job.future.result()
+        return job.future
 
     def _run(self) -> None:
         while True:
@@ -122,11 +130,16 @@ def segments_of(words: list[Word], pause: float = 0.6, max_words: int = 40) -> l
 class ASREngine:
     backend_name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, *, threads: int = 0, window_seconds: float = 20.0, max_batch: int = 8) -> None:
+    def __init__(self, bundle: Bundle, *, threads: int = 0, window_seconds: float = 20.0, max_batch: int = 8,
+                 warps: Sequence[float] | None = None) -> None:
         self.bundle = bundle
         pre, dec = bundle.manifest["preprocess"], bundle.manifest["decoding"]
         self.mel = MelConfig(**pre["mel"])
-        self.fbank = mel_filterbank(self.mel)
+        self.warps = tuple(float(w) for w in (dec.get("warps", [1.0]) if warps is None else warps)) or (1.0,)
+        if not all(0.5 <= w <= 2.0 for w in self.warps):
+            raise ValueError(f"spectrum warps must lie in [0.5, 2.0], got {list(self.warps)}")
+        self.fbanks = [mel_filterbank(self.mel, w) for w in self.warps]
+        self.warp_picks: Counter[float] = Counter()
         self.rate = int(pre["sample_rate"])
         self.chars = dec["chars"]
         self.frame_seconds = float(dec["frame_seconds"])
@@ -144,8 +157,25 @@ class ASREngine:
     def has_lm(self) -> bool:
         return self.beam is not None
 
+    def readings(self, x: np.ndarray) -> list[np.ndarray]:
+        """(frames, chars) log-probs of one window read through each warp (one STFT, one batch)."""
+        power = power_spectrum(x, self.mel)
+        futures = [self.batcher.submit(mel_of_power(power, self.mel, fb)) for fb in self.fbanks]
+        return [f.result()[0] for f in futures]
+
+    @staticmethod
+    def confidence(logp: np.ndarray) -> float:
+        """Mean best log-prob per frame: how sure the model is of its best path."""
+        return float(logp.max(axis=1).mean())
+
     def logprobs(self, x: np.ndarray) -> np.ndarray:
-        return self.batcher(log_mel(x, self.mel, self.fbank))[0]
+        """(frames, chars) log-probs of one window; with several warps, of the most confident reading."""
+        outs = self.readings(x)
+        if len(outs) == 1:
+            return outs[0]
+        best = int(np.argmax([self.confidence(lp) for lp in outs]))
+        self.warp_picks[self.warps[best]] += 1
+        return outs[best]
 
     def decode(self, logp: np.ndarray, *, greedy_only: bool = False) -> str:
         if self.beam is None or greedy_only:
@@ -169,7 +199,8 @@ class ASREngine:
                           duration=round(len(x) / self.rate, 3))
 
     def gauges(self) -> dict[str, float]:
-        return {"asr_batches": float(self.batcher.batches), "asr_batched_items": float(self.batcher.items)}
+        return {"asr_batches": float(self.batcher.batches), "asr_batched_items": float(self.batcher.items),
+                "asr_warped_windows": float(sum(n for w, n in self.warp_picks.items() if w != 1.0))}
 
     def retire(self) -> None:
         self.stop()

@@ -22,7 +22,8 @@ SERVICE_NAME = audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name
 
 def load_asr(bundle: Bundle, pool: serving.ModelPool) -> ASREngine:
     s: AudioServiceSettings = pool.settings
-    return ASREngine(bundle, threads=s.threads, window_seconds=s.window_seconds, max_batch=s.max_batch)
+    return ASREngine(bundle, threads=s.threads, window_seconds=s.window_seconds, max_batch=s.max_batch,
+                     warps=s.warps)
 
 
 def load_tts(bundle: Bundle, pool: serving.ModelPool) -> TTSEngine:
