@@ -78,7 +78,7 @@ def test_what_we_say_is_what_we_hear(http):
         starts = [w["start"] for w in body["words"]]
         assert starts == sorted(starts) and all(0 <= w["start"] < w["end"] <= body["duration"] + 0.05 for w in body["words"])
         assert body["segments"] and body["model"] == "asr-starter" and body["language"] == "en"
-    # the starter recognizer is young (test-split WER with the LM: 0.49): each transcript must be
+    # the starter recognizer is young (test-split WER with the LM: 0.27): each transcript must be
     # nearest its own sentence, and the words mostly right
     for i, hyp in enumerate(hyps):
         own = jiwer.wer(refs[i], hyp)
