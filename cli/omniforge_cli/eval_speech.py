@@ -127,8 +127,9 @@ def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit
     items = [it for it in ds.split(split) if it["speaker"] == ds.manifest.get("default_voice", "joe")][:limit]
     if not items:
         raise ValueError(f"{dataset_dir} has no {split} utterances of its default voice to speak")
+    own = _asr_warps(asr_bundle)
+    grid = tuple(sorted(set(grid) | set(own)))              # the bundle's own warps are always read
     engine = _asr(asr_bundle, threads, list(grid))
-    own = [w for w in _asr_warps(asr_bundle) if w in grid]
     rng = random.Random(seed)
     rows = []
     if progress:
@@ -156,7 +157,7 @@ def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit
 
     return {"voices": list(voices), "utterances": len(rows), "split": split,
             "each_warp": {str(w): error_rates(refs, [r[2][k] for r in rows]) for k, w in enumerate(grid)},
-            "search": {"bundle_warps": own, "bundle": searched(own) if own else {}, "grid": searched(list(grid))}}
+            "search": {"bundle_warps": own, "bundle": searched(own), "grid": searched(list(grid))}}
 
 
 def _asr_warps(asr_bundle: Path) -> list[float]:
