@@ -127,9 +127,13 @@ def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit
     items = [it for it in ds.split(split) if it["speaker"] == ds.manifest.get("default_voice", "joe")][:limit]
     if not items:
         raise ValueError(f"{dataset_dir} has no {split} utterances of its default voice to speak")
-    own = _asr_warps(asr_bundle)
+    from omniforge_audio.asr import ASREngine
+    from omniforge_shared.bundle import load_bundle
+
+    bundle = load_bundle(Path(asr_bundle))
+    own = [float(w) for w in bundle.manifest["decoding"].get("warps", [1.0])]
     grid = tuple(sorted(set(grid) | set(own)))              # the bundle's own warps are always read
-    engine = _asr(asr_bundle, threads, list(grid))
+    engine = ASREngine(bundle, threads=threads, warps=list(grid))
     rng = random.Random(seed)
     rows = []
     if progress:
@@ -158,12 +162,6 @@ def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit
     return {"voices": list(voices), "utterances": len(rows), "split": split,
             "each_warp": {str(w): error_rates(refs, [r[2][k] for r in rows]) for k, w in enumerate(grid)},
             "search": {"bundle_warps": own, "bundle": searched(own), "grid": searched(list(grid))}}
-
-
-def _asr_warps(asr_bundle: Path) -> list[float]:
-    from omniforge_shared.bundle import load_bundle
-
-    return [float(w) for w in load_bundle(Path(asr_bundle)).manifest["decoding"].get("warps", [1.0])]
 
 
 def _voiced_f0(x: np.ndarray, rate: int) -> np.ndarray:
