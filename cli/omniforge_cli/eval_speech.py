@@ -117,6 +117,8 @@ def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit
 
     import soundfile as sf
 
+    from omniforge_audio.asr import ASREngine
+    from omniforge_shared.bundle import load_bundle
     from omniforge_shared.ctc import greedy
     from omniforge_training.data.speech import load_speech
     from omniforge_training.train_asr import error_rates, transcript_of
@@ -127,9 +129,6 @@ def warp_study(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit
     items = [it for it in ds.split(split) if it["speaker"] == ds.manifest.get("default_voice", "joe")][:limit]
     if not items:
         raise ValueError(f"{dataset_dir} has no {split} utterances of its default voice to speak")
-    from omniforge_audio.asr import ASREngine
-    from omniforge_shared.bundle import load_bundle
-
     bundle = load_bundle(Path(asr_bundle))
     own = [float(w) for w in bundle.manifest["decoding"].get("warps", [1.0])]
     grid = tuple(sorted(set(grid) | set(own)))              # the bundle's own warps are always read
