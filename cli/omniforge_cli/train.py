@@ -99,6 +99,8 @@ def train_clip_cmd(
                                    "shared space stays where the audio tower and diffusion models expect it"),
     ema_decay: float = typer.Option(0.0, help="keep a moving average of the weights with this decay (e.g. 0.998) "
                                     "and make it the model; 0: off"),
+    flat_p: float = typer.Option(0.2, min=0.0, max=1.0, help="how often an image loses its shading (posterize) and, "
+                                 "independently, its fine line work (median filter); 0: never"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from out/checkpoints/last.pt"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     package: Optional[str] = typer.Option(None, help="write the result as the committed CLIP starter, with this version"),
@@ -113,7 +115,7 @@ def train_clip_cmd(
                           max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_interval=eval_interval,
                           checkpoint_interval=checkpoint_interval, seed=seed, threads=threads, resume=resume,
                           text_tower=text_tower, init=str(init or ""), lock_text=lock_text,
-                          ema_decay=ema_decay)
+                          ema_decay=ema_decay, flat_p=flat_p)
     try:
         summary = train_clip(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

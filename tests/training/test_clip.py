@@ -170,3 +170,22 @@ def test_our_own_text_tower_trains_and_exports(tiny_images, tmp_path):
     assert bundle.manifest["metrics"]["onnx_parity_text"] < 1e-4
     v = TextEmbedder(load_bundle(bundle.path))(["a red heart", "grinning face"])
     assert v.shape == (2, 256) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+
+
+def test_augmentation_flattens_shading_but_keeps_colour():
+    from omniforge_training.train_clip import make_augment
+
+    # a red disc with a soft gradient on white: flattening leaves fewer colour levels, and no
+    # augmentation turns it into another colour (a red heart is not a blue one)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    disc = (xx ** 2 + yy ** 2 < 0.5).float()
+    shade = 0.55 + 0.4 * (xx + 1) / 2
+    img = torch.stack([1 - disc * (1 - shade), 1 - disc * 0.9, 1 - disc * 0.9]).expand(64, 3, 64, 64).clone()
+    torch.manual_seed(0)
+    flat = make_augment(CLIPTrainConfig(flat_p=1.0, blur_p=0.0, brightness=0, contrast=0, saturation=0))(img)
+    levels = [len(torch.unique((f[0] * 255).round())) for f in flat]
+    assert np.median(levels) < len(torch.unique((img[0, 0] * 255).round())) / 2
+    augmented = make_augment(CLIPTrainConfig())(img)
+    red = (augmented[:, 0] > augmented[:, 1] + 0.2) & (augmented[:, 0] > augmented[:, 2] + 0.2)
+    blue_or_green = (augmented[:, 2] > augmented[:, 0] + 0.2) | (augmented[:, 1] > augmented[:, 0] + 0.2)
+    assert red.flatten(1).sum(1).min() > 200 and blue_or_green.sum() == 0

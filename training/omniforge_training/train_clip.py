@@ -62,6 +62,9 @@ class CLIPTrainConfig:
     # is not framed like ours, and a style is partly its line work
     affine_scale: tuple[float, float] = (0.8, 1.05)
     blur_p: float = 0.25
+    # flatten the shading now and then: fewer colour levels (posterize) or a median filter that wipes
+    # fine line work and gradients; styles differ in shading and outlines more than in shape
+    flat_p: float = 0.2
     degrees: float = 12.0
     brightness: float = 0.2
     contrast: float = 0.2
@@ -163,6 +166,8 @@ def make_augment(cfg: CLIPTrainConfig):
                        p=0.5),
         K.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, 0.0, p=0.6),
         K.RandomGaussianBlur((3, 3), (0.1, 1.0), p=cfg.blur_p),
+        K.RandomPosterize(bits=(3.0, 5.0), p=cfg.flat_p),
+        K.RandomMedianBlur((3, 3), p=cfg.flat_p),
     )
 
 

@@ -106,6 +106,8 @@ class CLIPParams(BaseModel):
                             "aligned to it) does not move")
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="keep a moving average of the weights with this "
                              "decay (e.g. 0.998) and make it the model; 0: off")
+    flat_p: float = Field(0.2, ge=0.0, le=1.0, description="how often an image loses its shading (posterize) "
+                          "and, independently, its fine line work (median filter)")
     eval_interval: int = Field(200, ge=0)
     checkpoint_interval: int = Field(100, ge=1)
     seed: int = Field(1337, ge=0)

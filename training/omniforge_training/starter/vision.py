@@ -38,7 +38,7 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
     manifest = {
         "name": STARTER_CLIP_NAME, "version": version, "recipe": "clip", "config": json.loads((run_dir / "config.json").read_text()),
         "train": {k: summary["config"][k] for k in STARTER_CLIP_RECIPE}
-        | {k: summary["config"][k] for k in ("ema_decay",) if summary["config"].get(k)},
+        | {k: summary["config"][k] for k in ("ema_decay", "flat_p") if summary["config"].get(k)},
         "data": {"dataset": m["name"], "content_hash": m["content_hash"], "counts": m["counts"],
                  "heldout_style": m["heldout_style"], "licenses": m["licenses"]},
         "retrieval": summary["retrieval"], "wall_s": summary["wall_s"], "steps": summary["steps"],
