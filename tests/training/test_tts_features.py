@@ -53,3 +53,46 @@ def test_dtw_times_the_same_phonemes_in_another_recording():
     assert np.abs(np.array(got) - spoken).mean() < 0.2
     a, b = dtw_path(rng.random((5, 7)))
     assert (a[0], b[0], a[-1], b[-1]) == (0, 0, 4, 6) and (np.diff(a) >= 0).all() and (np.diff(b) >= 0).all()
+
+
+def test_espeak_times_its_own_recording_phoneme_by_phoneme(tmp_path):
+    """A recording made by the espeak-ng command (trimmed as the starter corpus trims it) is timed
+    by the library's phoneme events: the durations cover it exactly, each vowel gets frames where
+    espeak-ng said it, a quieter copy is timed alike, and a recording at another rate is refused
+    rather than mistimed; one utterance leaves nothing behind for the next."""
+    import shutil
+    import subprocess
+
+    import pytest
+    import soundfile as sf
+
+    from omniforge_shared.audio import log_mel
+    from omniforge_shared.phonemes import SYMBOLS, Espeak, ids, phonemise
+    from omniforge_training.data.starter_speech import trim_silence
+    from omniforge_training.data.tts_features import TTS_MEL, espeak_durations
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("the espeak-ng command is not installed")
+    text = "set a timer for nine thirty, please."
+    wav = tmp_path / "said.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+m3", "-s", "160", "-p", "40", "-w", str(wav), text], check=True)
+    x, rate = sf.read(wav, dtype="float32")
+    assert rate == TTS_MEL.sample_rate
+    recording = trim_silence(x)
+    n_frames = len(log_mel(recording, TTS_MEL))
+    pcm, events = Espeak.synthesise(text, "en-us+m3", rate=160, pitch=40)
+    other, _ = Espeak.synthesise("and again in another voice.", "en-gb+f2", rate=150, pitch=60)
+    again, events_again = Espeak.synthesise(text, "en-us+m3", rate=160, pitch=40)
+    assert other and (again, events_again) == (pcm, events)      # nothing carries over from the last utterance
+    symbols, durations = espeak_durations(recording, pcm, events, n_frames)
+    assert espeak_durations(0.8 * recording, pcm, events, n_frames) == (symbols, durations)   # a quieter copy
+    assert sum(durations) == n_frames and len(symbols) == len(durations)
+    spoken = [name for name, _ in events if name]
+    assert "aɪ" in spoken and "θ" in spoken
+    vowels = [d for s, d in zip(symbols, durations) if s in "ɛɐaiɚɜ"]
+    assert min(vowels) >= 1 and sum(vowels) > 0.15 * n_frames     # every vowel holds time (and shares it with its pad)
+    # the phonemiser still answers as before after a synthesis switched the voice
+    assert phonemise(text)[0][:4] == ["s", "ˈ", "ɛ", "t"]
+    assert len(ids(phonemise(text)[0])) > len(spoken) and SYMBOLS[ids(phonemise(text)[0])[0]] == "^"
+    faster, _ = Espeak.synthesise(text, "en-us+m3", rate=190, pitch=40)
+    assert espeak_durations(recording, faster, events, n_frames) is None

@@ -2,7 +2,8 @@
 embedding per voice.
 
 Durations: a voice with alignments of its own (the Piper teacher) gives them, mapped onto our
-phonemiser's ids; any other voice takes them from the reference voice's recording of the same
+phonemiser's ids; a recording espeak-ng made is timed by espeak-ng's own phoneme events
+(`espeak_durations`); any other voice takes them from the reference voice's recording of the same
 sentence, by dynamic time warping (`transfer_durations`). `init` starts from a trained model (the
 starter voice): its layers, its pitch and energy statistics and its speaker rows; a new voice starts
 as a copy of the reference voice and learns its difference.
@@ -25,11 +26,12 @@ import numpy as np
 import torch
 
 from omniforge_shared.audio import log_mel, mel_filterbank
-from omniforge_shared.phonemes import SYMBOLS, ids as symbol_ids, phonemise
+from omniforge_shared.phonemes import SYMBOLS, Espeak, ids as symbol_ids, phonemise
 
 from .checkpoint import atomic_write, save_weights
 from .data.speech import load_speech
-from .data.tts_features import TTS_MEL, align_durations, teacher_symbols, transfer_durations, utterance_features
+from .data.tts_features import (TTS_MEL, align_durations, espeak_durations, teacher_symbols, transfer_durations,
+                                utterance_features)
 from .models.fastspeech import FastSpeech, TTSConfig
 from .loop import train_loop
 from .schedule import bucket_at, length_buckets, warmup_cosine
@@ -67,28 +69,52 @@ def our_ids(spoken: str) -> list[int]:
     return out
 
 
+def espeak_voice(item: dict) -> str | None:
+    """The espeak-ng voice that spoke a starter-corpus item (its rate and pitch are recorded), else None."""
+    from .data.starter_speech import ESPEAK_VOICES
+
+    if "rate_wpm" in item and "pitch" in item:
+        return ESPEAK_VOICES.get(item["speaker"])
+    return None
+
+
 def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: dict[int, str],
-                   fbank: np.ndarray) -> list[tuple[dict, bool]]:
-    """Features of the recordings of one sentence: (row, timed by DTW) per item. An item with
-    alignments of its own uses them; the others are timed against `reference`'s recording."""
+                   fbank: np.ndarray) -> list[tuple[dict, str]]:
+    """Features of the recordings of one sentence: (row, how it was timed: "own", "espeak" or
+    "dtw") per item. An item with alignments of its own uses them; one espeak-ng spoke is timed by
+    espeak-ng's phoneme events; the others against `reference`'s recording, by DTW."""
     def aligned(item: dict) -> tuple[list[int], list[int]]:
         ids = our_ids(item["spoken"])
         return ids, align_durations(teacher_symbols(item, id_to_symbol), item["durations"], [SYMBOLS[i] for i in ids])
+
+    def by_espeak(item: dict, x: np.ndarray, n_frames: int) -> tuple[list[int], list[int]] | None:
+        voice = espeak_voice(item)
+        if voice is None:
+            return None
+        pcm, events = Espeak.synthesise(item["spoken"], voice, rate=item["rate_wpm"], pitch=item["pitch"])
+        timed = espeak_durations(x, pcm, events, n_frames, hop=TTS_MEL.hop)
+        if timed is None:
+            return None
+        ids = our_ids(item["spoken"])
+        return ids, align_durations(timed[0], timed[1], [SYMBOLS[i] for i in ids])
 
     ref = None
     out = []
     for item in items:
         x = ds.audio(item)
         mel = log_mel(x, TTS_MEL, fbank)
+        how = "own"
         if item.get("durations"):
             ids, durations = aligned(item)
+        elif (timed := by_espeak(item, x, len(mel))) is not None:
+            (ids, durations), how = timed, "espeak"
         else:
             if ref is None:
                 ref = (*aligned(reference), log_mel(ds.audio(reference), TTS_MEL, fbank))
-            ids, durations = ref[0], transfer_durations(ref[1], ref[2], mel)
+            ids, durations, how = ref[0], transfer_durations(ref[1], ref[2], mel), "dtw"
         feats = utterance_features(x, durations, fbank, mel=mel)
         out.append(({"id": item["id"], "speaker": item["speaker"], "ids": np.array(ids, np.int16),
-                     "durations": np.array(durations, np.int16), **feats}, not item.get("durations")))
+                     "durations": np.array(durations, np.int16), **feats}, how))
     return out
 
 
@@ -101,7 +127,7 @@ def _worker_init(data: str, id_to_symbol: dict[int, str]) -> None:
     _WORKER = (load_speech(Path(data)), id_to_symbol, mel_filterbank(TTS_MEL))
 
 
-def _worker_group(task: tuple[dict | None, list[dict]]) -> list[tuple[dict, bool]]:
+def _worker_group(task: tuple[dict | None, list[dict]]) -> list[tuple[dict, str]]:
     ds, id_to_symbol, fbank = _WORKER
     return group_features(ds, task[0], task[1], id_to_symbol, fbank)
 
@@ -112,7 +138,7 @@ def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: P
     """`references`: spoken text -> the reference voice's item (with alignments) for the items that
     have none of their own. Sentences are worked on by `workers` processes."""
     voices = ",".join(sorted({it["speaker"] for it in items}))
-    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1"
+    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1:espeak1"
     if cache.exists():
         data = torch.load(cache, weights_only=False)
         if data["key"] == key:
@@ -135,17 +161,18 @@ def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: P
         from tqdm import tqdm
         results = tqdm(results, total=len(tasks), desc=f"tts features {cache.stem}", unit="sentence")
     rows: list[dict | None] = [None] * len(items)
-    transferred = 0
+    timing = {"own": 0, "espeak": 0, "dtw": 0}
     try:
         for idx, got in zip(groups.values(), results):
-            for i, (row, timed) in zip(idx, got):
+            for i, (row, how) in zip(idx, got):
                 rows[i] = row
-                transferred += timed
+                timing[how] += 1
     finally:
         if pool is not None:
             pool.terminate()
     atomic_write(cache, lambda tmp: torch.save({"key": key, "rows": rows}, tmp))
-    log(f"tts features of {len(rows)} utterances ({transferred} timed by DTW against the reference voice) "
+    log(f"tts features of {len(rows)} utterances ({timing['own']} with alignments of their own, {timing['espeak']} "
+        f"timed by espeak-ng's phoneme events, {timing['dtw']} by DTW against the reference voice) "
         f"in {time.time() - t0:.0f} s")
     return rows
 

@@ -13,9 +13,15 @@ recording of the same sentence: dynamic time warping between the two recordings'
 (mean- and variance-normalised per utterance, so the timbre matters less than what is said) maps
 every frame of the voice onto a frame of the teacher, and so onto the teacher's phoneme there
 (`transfer_durations`).
+
+Voices that espeak-ng speaks are timed by espeak-ng itself (`espeak_durations`): it says the same
+sentence again with the recording's voice, rate and pitch (the library's speech is sample for
+sample what the command wrote), and its phoneme events give the sample where each phoneme starts.
+The recording was trimmed of leading silence; the offset is found by matching the two.
 """
 from __future__ import annotations
 
+import unicodedata
 from difflib import SequenceMatcher
 
 import numpy as np
@@ -45,6 +51,42 @@ def align_durations(teacher: list[str], durations: list[int], ours: list[str]) -
         else:                                 # insert: symbols only we have take no frames
             last = b1 - 1 if b0 == 0 else last
     return out
+
+
+def espeak_durations(recording: np.ndarray, pcm: bytes, events: list[tuple[str, int]], n_frames: int, *,
+                     hop: int = 256) -> tuple[list[str], list[int]] | None:
+    """espeak-ng's speech of a sentence (`Espeak.synthesise`: 16-bit PCM and (IPA, start sample)
+    per phoneme) -> (symbols, frame durations) of `recording`, the same speech with its leading
+    silence cut: BOS, then each phoneme's code points each followed by a pad (a pause is a space),
+    sharing the phoneme's frames, then EOS; `n_frames` in all. None when the recording is not
+    that speech (another voice, rate or text)."""
+    x = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
+    n = len(recording)
+    w = min(n, 2048)
+    if w < 64 or not events or len(x) < w:
+        return None
+    head = recording[:w].astype(np.float32)
+    span = x[: min(len(x), 22_050 + w)]                     # the cut leading silence is under a second
+    corr = np.correlate(span, head, "valid")
+    energy = np.concatenate([[0.0], np.cumsum(span.astype(np.float64) ** 2)])
+    start = int(np.argmax(corr / (np.sqrt((energy[w:] - energy[:-w])[: len(corr)]) + 1e-9)))
+    # the same samples up to a gain (the corpus scales loud recordings down) and 16-bit rounding;
+    # the command's file goes on after the speech the library sends (an echo's tail, then silence)
+    m = min(n, len(x) - start)
+    seg = x[start:start + m]
+    gain = float(seg @ recording[:m]) / (float(seg @ seg) + 1e-12)
+    if not 0.5 < gain < 2 or np.abs(gain * seg - recording[:m]).max() > 1e-3 or n - m > 0.5 * 22_050:
+        return None
+    bounds = [int(np.clip(round((sample - start) / hop), 0, n_frames)) for _, sample in events]
+    bounds = np.maximum.accumulate(bounds).tolist()
+    symbols, durations = ["^", "_"], [bounds[0], 0]
+    for k, (name, _) in enumerate(events):
+        frames = (bounds[k + 1] if k + 1 < len(events) else n_frames) - bounds[k]
+        chars = list(unicodedata.normalize("NFD", name)) or [" "]
+        ids = [s for c in chars for s in (c, "_")]
+        symbols += ids
+        durations += [frames // len(ids) + (1 if j < frames % len(ids) else 0) for j in range(len(ids))]
+    return symbols + ["$"], durations + [0]
 
 
 def _frames(mel: np.ndarray, t: int) -> np.ndarray:
@@ -168,5 +210,5 @@ def teacher_symbols(item: dict, id_to_symbol: dict[int, str]) -> list[str]:
     return [id_to_symbol.get(int(i), "_") for i in item["phoneme_ids"]]
 
 
-__all__ = ["TTS_MEL", "align_durations", "cepstra", "dtw_path", "transfer_durations", "yin_f0", "per_phoneme", "utterance_features", "teacher_symbols",
+__all__ = ["TTS_MEL", "align_durations", "cepstra", "dtw_path", "espeak_durations", "transfer_durations", "yin_f0", "per_phoneme", "utterance_features", "teacher_symbols",
            "mel_filterbank"]
