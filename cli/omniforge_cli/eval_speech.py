@@ -3,7 +3,9 @@
   asr_quality            WER/CER of a recognizer bundle on a speech dataset's test split, per voice
                          (greedy and with the LM)
   tts_intelligibility    our recognizer's WER on speech our voice synthesised for the test sentences,
-                         beside its WER on the teacher's own recordings of the same sentences
+                         beside its WER on the teacher's own recordings of the same sentences (and,
+                         with `breakdown`, on our vocoder's speech of the teacher's log-mels and of
+                         the acoustic model's teacher-forced log-mels: where the gap opens)
                          (`tts_intelligibility_per_voice`: every voice, each beside its own teacher)
   warp_study             greedy WER with each spectrum warp and with the warp search, on voices no
                          recognizer training ever heard, speaking validation sentences (for choosing
@@ -173,10 +175,15 @@ def _voiced_f0(x: np.ndarray, rate: int) -> np.ndarray:
 
 def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voice: str = "",
                         teacher: str = "", threads: int = 2, limit: int | None = None, progress: bool = True,
-                        engines: tuple | None = None) -> dict:
+                        engines: tuple | None = None, breakdown: Path | None = None) -> dict:
     """WER of our recognizer on our voice's speech for the teacher's test sentences, and on the
     teacher's own recordings of them (the reference the goal compares with). The teacher of a
-    voice is the dataset speaker it was trained on (the same id) unless named."""
+    voice is the dataset speaker it was trained on (the same id) unless named.
+
+    `breakdown` (the voice's acoustic model: a `train tts` run or the starter's `acoustic`
+    folder) also says where the gap opens: the WER of our vocoder on the teacher's own log-mels
+    (copy synthesis) and on the acoustic model's teacher-forced log-mels (the recording's own
+    durations, pitch and energy), beside the teacher's and ours."""
     from omniforge_training.data.speech import load_speech
     from omniforge_training.train_asr import error_rates, transcript_of
 
@@ -187,11 +194,12 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
     items = [it for it in ds.split("test") if it["speaker"] == teacher][:limit]
     if not items:
         raise ValueError(f"the test split of {dataset_dir} has no recordings by {teacher!r} to compare with")
+    todo = items
     if progress:
         from tqdm import tqdm
-        items = tqdm(items, desc=f"tts eval {voice}", unit="utt")
+        todo = tqdm(items, desc=f"tts eval {voice}", unit="utt")
     refs, ours, theirs, seconds, f0 = [], [], [], 0.0, ([], [])
-    for it in items:
+    for it in todo:
         wave = np.concatenate([c.pcm for c in tts.synthesize(it["spoken"], voice)])
         seconds += len(wave) / tts.sample_rate
         refs.append(transcript_of(it))
@@ -199,21 +207,55 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
         theirs.append(asr.transcribe(_prep(ds.audio(it), ds.sample_rate)).text)
         f0[0].append(_voiced_f0(wave, tts.sample_rate))
         f0[1].append(_voiced_f0(ds.audio(it), ds.sample_rate))
+    split = {}
+    if breakdown is not None:
+        split = _breakdown(tts, asr, ds, items, Path(breakdown), threads=threads)
     if engines is None:
         asr.stop()
     o, t = error_rates(refs, ours), error_rates(refs, theirs)
-    return {"voice": voice, "teacher": teacher, "ours": o, "teacher_recordings": t,
+    return {"voice": voice, "teacher": teacher, "ours": o, "teacher_recordings": t, **split,
             "wer_gap_points": round(100 * (o.get("wer", 1) - t.get("wer", 1)), 2), "seconds": round(seconds, 1),
             "median_f0_hz": {"ours": round(float(np.median(np.concatenate(f0[0]))), 1),
                              "teacher": round(float(np.median(np.concatenate(f0[1]))), 1)},
             "examples": [{"ref": r, "ours": a, "teacher": b} for r, a, b in list(zip(refs, ours, theirs))[:8]]}
 
 
+def _breakdown(tts, asr, ds, items: list[dict], acoustic: Path, *, threads: int = 2) -> dict:
+    """The recognizer's WER on our vocoder's speech of the teacher's log-mels (copy synthesis) and
+    of the acoustic model's teacher-forced log-mels of the same recordings."""
+    import tempfile
+
+    from omniforge_shared.audio import log_mel
+
+    from omniforge_training.data.tts_features import TTS_MEL
+    from omniforge_training.train_asr import error_rates, transcript_of
+    from omniforge_training.train_vocoder import gta_mels
+
+    def heard(mel: np.ndarray) -> str:
+        wave = np.concatenate(list(tts.vocode(mel.astype(np.float32))))
+        return asr.transcribe(_prep(wave, tts.sample_rate)).text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        forced = gta_mels(acoustic, ds, items, Path(tmp) / "gta.pt", threads=threads, progress=False, log=lambda *_: None)
+    refs, copy, tf = [], [], []
+    for it, mel in zip(items, forced):
+        if mel is None:                    # a voice the acoustic model lacks, or a recording it cannot time
+            continue
+        x = ds.audio(it)
+        refs.append(transcript_of(it))
+        copy.append(heard(log_mel(resample(x, ds.sample_rate, TTS_MEL.sample_rate), TTS_MEL)))
+        tf.append(heard(mel))
+    if not refs:
+        raise ValueError(f"{acoustic} times none of the {len(items)} recordings: is it the voice's acoustic model?")
+    return {"copy_synthesis": error_rates(refs, copy), "teacher_forced": error_rates(refs, tf)}
+
+
 def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voices: list[str] | None = None,
                                   threads: int = 2, limit: int | None = None, progress: bool = True,
-                                  tts=None) -> dict:
+                                  tts=None, breakdown: Path | None = None) -> dict:
     """`tts_intelligibility` for every voice of the bundle (or those named), each beside its own
-    teacher; the default voice's numbers stay at the top level. `tts`: the bundle's engine, if open."""
+    teacher; the default voice's numbers stay at the top level. `tts`: the bundle's engine, if open;
+    `breakdown`: its acoustic model, to say where each gap opens."""
     tts = tts or voice_engine(tts_bundle, threads)
     asr = _asr(asr_bundle, threads)
     voices = voices or [v["id"] for v in tts.voices]
@@ -222,7 +264,7 @@ def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_di
         for v in voices:
             try:
                 per[v] = tts_intelligibility(tts_bundle, asr_bundle, dataset_dir, voice=v, limit=limit,
-                                             progress=progress, engines=(tts, asr))
+                                             progress=progress, engines=(tts, asr), breakdown=breakdown)
             except ValueError as e:            # no recordings of its teacher to compare with
                 unmeasured[v] = str(e)
     finally:
@@ -231,8 +273,9 @@ def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_di
         raise ValueError("; ".join(unmeasured.values()))
     default = per.get(tts.default_voice) or next(iter(per.values()))
     gaps = {v: r["wer_gap_points"] for v, r in per.items()}
-    keep = ("teacher", "ours", "teacher_recordings", "wer_gap_points", "seconds", "median_f0_hz")
-    return {**default, "per_voice": {v: {k: r[k] for k in keep} | {"examples": r["examples"][:2]} for v, r in per.items()},
+    keep = ("teacher", "ours", "teacher_recordings", "copy_synthesis", "teacher_forced", "wer_gap_points", "seconds",
+            "median_f0_hz")
+    return {**default, "per_voice": {v: {k: r[k] for k in keep if k in r} | {"examples": r["examples"][:2]} for v, r in per.items()},
             "unmeasured": unmeasured, "worst_gap_points": max(gaps.values()),
             "voices_within_3_points": sum(g <= 3 for g in gaps.values())}
 

@@ -61,6 +61,9 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
                                                     help="measure the recognizer itself (WER per voice)"),
                     warps: str = typer.Option("", help="comma-separated spectrum warps to read the audio with "
                                                         "(default: the recognizer's own; 1.0 = the plain reading)"),
+                    breakdown: Path = typer.Option(None, help="with --tts: the voice's acoustic model (a `train tts` "
+                                                                "run or the starter's acoustic folder); also measure "
+                                                                "copy synthesis and teacher-forced speech"),
                     threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
     """WER/CER of the recognizer per voice (greedy and with the LM); with --tts, the voice's
     intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
@@ -83,7 +86,8 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
             chosen = [v.strip() for v in voices.split(",") if v.strip()] or None
             engine = voice_engine(_bundle_dir(tts), threads)           # opened once, for the scores and the samples
             result["tts"] = tts_intelligibility_per_voice(_bundle_dir(tts), _bundle_dir(asr), data, voices=chosen,
-                                                          threads=threads, limit=limit or None, tts=engine)
+                                                          threads=threads, limit=limit or None, tts=engine,
+                                                          breakdown=breakdown)
             if listen:
                 write_samples(_bundle_dir(tts), data, listen, tts=engine)
     except (FileNotFoundError, ValueError) as e:

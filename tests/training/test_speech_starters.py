@@ -50,3 +50,24 @@ def test_the_warp_study_reads_unseen_voices_through_each_warp(speech_bundles, ti
         assert 0 <= result["cer"] <= 1.5 and result["utterances"] == 3
     with pytest.raises(ValueError, match="test split is for measuring"):
         warp_study(asr, tiny_speech, split="test")
+
+
+def test_the_intelligibility_breakdown_says_where_a_voice_loses_words(speech_bundles, tiny_speech):
+    """`omniforge eval speech --tts ... --breakdown ACOUSTIC`: beside the teacher's recordings and
+    our speech, the recognizer reads our vocoder's speech of the teacher's own log-mels and of the
+    acoustic model's teacher-forced log-mels, for the same sentences (a flite voice, timed by
+    flite itself, and the default voice, timed by its Piper alignments)."""
+    from omniforge_cli.eval_speech import tts_intelligibility
+    from omniforge_training.starter.speech import STARTER_TTS_DIR
+
+    asr, tts = speech_bundles
+    speakers = [json.loads(line)["speaker"] for line in (tiny_speech / "items.jsonl").read_text().splitlines()
+                if json.loads(line)["split"] == "test"]
+    voice = next(v for v in ("rms", "awb", "kal16", "joe") if v in speakers)
+    r = tts_intelligibility(tts, asr, tiny_speech, voice=voice, limit=2, threads=1, progress=False,
+                            breakdown=STARTER_TTS_DIR / "acoustic")
+    n = r["teacher_recordings"]["utterances"]
+    assert n >= 1 and r["copy_synthesis"]["utterances"] == n and r["teacher_forced"]["utterances"] == n
+    # our vocoder on the teacher's own log-mels is nearly as intelligible as the teacher
+    assert r["copy_synthesis"]["cer"] <= r["teacher_recordings"]["cer"] + 0.2
+    assert 0 <= r["teacher_forced"]["cer"] <= 1.0

@@ -96,3 +96,52 @@ def test_espeak_times_its_own_recording_phoneme_by_phoneme(tmp_path):
     assert len(ids(phonemise(text)[0])) > len(spoken) and SYMBOLS[ids(phonemise(text)[0])[0]] == "^"
     faster, _ = Espeak.synthesise(text, "en-us+m3", rate=190, pitch=40)
     assert espeak_durations(recording, faster, events, n_frames) is None
+
+
+def test_flite_times_its_own_recording_phone_by_phone(tmp_path):
+    """A recording made by the flite command (resampled and trimmed as the starter corpus does it)
+    is timed by the library's phone times: the library says it sample for sample (a clustergen voice
+    too, whose excitation draws on rand()), the durations cover it, a vowel is where flite said it,
+    and a recording at another stretch is refused rather than mistimed."""
+    import shutil
+    import subprocess
+
+    import pytest
+    import soundfile as sf
+
+    from omniforge_shared.audio import log_mel, resample
+    from omniforge_training.data.flite import Flite, flite_events
+    from omniforge_training.data.starter_speech import trim_silence
+    from omniforge_training.data.tts_features import TTS_MEL, events_durations
+
+    if shutil.which("flite") is None:
+        pytest.skip("the flite command is not installed")
+    text = "set a timer for nine thirty, please."
+    wav = tmp_path / "said.wav"
+    subprocess.run(["flite", "-voice", "rms", "--setf", "duration_stretch=1.10", "-t", text, "-o", str(wav)], check=True)
+    said, rate = sf.read(wav, dtype="int16")
+    Flite.synthesise("and another voice before it.", "kal16")
+    samples, lib_rate, phones = Flite.synthesise(text, "rms", duration_stretch=1.1)
+    again, _, phones_again = Flite.synthesise(text, "rms", duration_stretch=1.1)
+    assert lib_rate == rate and np.array_equal(samples, said) and np.array_equal(again, said)
+    assert phones == phones_again and phones[0][0] == "pau" and "ay" in [p for p, _ in phones]
+
+    def corpus(x):                     # what the starter corpus stores
+        return trim_silence(resample(x.astype(np.float32) / 32768.0, rate, TTS_MEL.sample_rate))
+
+    recording = corpus(said)
+    n_frames = len(log_mel(recording, TTS_MEL))
+    speech = resample(samples.astype(np.float32) / 32768.0, rate, TTS_MEL.sample_rate)
+    events = flite_events(phones, TTS_MEL.sample_rate)
+    symbols, durations = events_durations(recording, speech, events, n_frames)
+    assert sum(durations) == n_frames and len(symbols) == len(durations)
+    assert "aɪ" in [name for name, _ in events] and "θ" in symbols
+    # the vowel of "timer" holds frames near where flite said it (the trim moved everything by one offset)
+    starts = np.cumsum([0] + durations)
+    k = symbols.index("a")
+    lead = (len(speech) - len(recording)) / TTS_MEL.hop              # at most the trimmed silence, in frames
+    said_at = next(start for name, start in events if name == "aɪ") / TTS_MEL.hop
+    assert durations[k] >= 1 and -1 <= said_at - starts[k] <= lead + 1
+    slower, _, slow_phones = Flite.synthesise(text, "rms", duration_stretch=1.3)
+    slow_speech = resample(slower.astype(np.float32) / 32768.0, rate, TTS_MEL.sample_rate)
+    assert events_durations(recording, slow_speech, flite_events(slow_phones, TTS_MEL.sample_rate), n_frames) is None

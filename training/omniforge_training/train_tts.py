@@ -3,7 +3,8 @@ embedding per voice.
 
 Durations: a voice with alignments of its own (the Piper teacher) gives them, mapped onto our
 phonemiser's ids; a recording espeak-ng made is timed by espeak-ng's own phoneme events
-(`espeak_durations`); any other voice takes them from the reference voice's recording of the same
+(`espeak_durations`), one flite made by flite's own phone times (`data/flite.py`); any other
+voice takes them from the reference voice's recording of the same
 sentence, by dynamic time warping (`transfer_durations`). `init` starts from a trained model (the
 starter voice): its layers, its pitch and energy statistics and its speaker rows; a new voice starts
 as a copy of the reference voice and learns its difference.
@@ -25,13 +26,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from omniforge_shared.audio import log_mel, mel_filterbank
+from omniforge_shared.audio import log_mel, mel_filterbank, resample
 from omniforge_shared.phonemes import SYMBOLS, Espeak, ids as symbol_ids, phonemise
 
 from .checkpoint import atomic_write, save_weights
+from .data.flite import Flite, flite_events
 from .data.speech import load_speech
-from .data.tts_features import (TTS_MEL, align_durations, espeak_durations, teacher_symbols, transfer_durations,
-                                utterance_features)
+from .data.tts_features import (TTS_MEL, align_durations, espeak_durations, events_durations, teacher_symbols,
+                                transfer_durations, utterance_features)
 from .models.fastspeech import FastSpeech, TTSConfig
 from .loop import train_loop
 from .schedule import bucket_at, length_buckets, warmup_cosine
@@ -78,11 +80,21 @@ def espeak_voice(item: dict) -> str | None:
     return None
 
 
+def flite_voice(item: dict) -> str | None:
+    """The flite voice that spoke a starter-corpus item (its duration stretch is recorded), else None."""
+    from .data.starter_speech import FLITE_VOICES
+
+    if "duration_stretch" in item and item["speaker"] in FLITE_VOICES:
+        return item["speaker"]
+    return None
+
+
 def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: dict[int, str],
                    fbank: np.ndarray) -> list[tuple[dict, str]]:
-    """Features of the recordings of one sentence: (row, how it was timed: "own", "espeak" or
-    "dtw") per item. An item with alignments of its own uses them; one espeak-ng spoke is timed by
-    espeak-ng's phoneme events; the others against `reference`'s recording, by DTW."""
+    """Features of the recordings of one sentence: (row, how it was timed: "own", "espeak",
+    "flite" or "dtw") per item. An item with alignments of its own uses them; one espeak-ng or
+    flite spoke is timed by that synthesiser's own phoneme times; the others against
+    `reference`'s recording, by DTW."""
     def aligned(item: dict) -> tuple[list[int], list[int]]:
         ids = our_ids(item["spoken"])
         return ids, align_durations(teacher_symbols(item, id_to_symbol), item["durations"], [SYMBOLS[i] for i in ids])
@@ -98,6 +110,18 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
         ids = our_ids(item["spoken"])
         return ids, align_durations(timed[0], timed[1], [SYMBOLS[i] for i in ids])
 
+    def by_flite(item: dict, x: np.ndarray, n_frames: int) -> tuple[list[int], list[int]] | None:
+        voice = flite_voice(item)
+        if voice is None:
+            return None
+        samples, rate, phones = Flite.synthesise(item["spoken"], voice, duration_stretch=item["duration_stretch"])
+        speech = resample(samples.astype(np.float32) / 32768.0, rate, TTS_MEL.sample_rate)
+        timed = events_durations(x, speech, flite_events(phones, TTS_MEL.sample_rate), n_frames, hop=TTS_MEL.hop)
+        if timed is None:
+            return None
+        ids = our_ids(item["spoken"])
+        return ids, align_durations(timed[0], timed[1], [SYMBOLS[i] for i in ids])
+
     ref = None
     out = []
     for item in items:
@@ -108,6 +132,8 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
             ids, durations = aligned(item)
         elif (timed := by_espeak(item, x, len(mel))) is not None:
             (ids, durations), how = timed, "espeak"
+        elif (timed := by_flite(item, x, len(mel))) is not None:
+            (ids, durations), how = timed, "flite"
         else:
             if ref is None:
                 ref = (*aligned(reference), log_mel(ds.audio(reference), TTS_MEL, fbank))
@@ -138,7 +164,7 @@ def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: P
     """`references`: spoken text -> the reference voice's item (with alignments) for the items that
     have none of their own. Sentences are worked on by `workers` processes."""
     voices = ",".join(sorted({it["speaker"] for it in items}))
-    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1:espeak1"
+    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1:espeak1:flite1"
     if cache.exists():
         data = torch.load(cache, weights_only=False)
         if data["key"] == key:
@@ -161,7 +187,7 @@ def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: P
         from tqdm import tqdm
         results = tqdm(results, total=len(tasks), desc=f"tts features {cache.stem}", unit="sentence")
     rows: list[dict | None] = [None] * len(items)
-    timing = {"own": 0, "espeak": 0, "dtw": 0}
+    timing = {"own": 0, "espeak": 0, "flite": 0, "dtw": 0}
     try:
         for idx, got in zip(groups.values(), results):
             for i, (row, how) in zip(idx, got):
@@ -172,7 +198,7 @@ def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: P
             pool.terminate()
     atomic_write(cache, lambda tmp: torch.save({"key": key, "rows": rows}, tmp))
     log(f"tts features of {len(rows)} utterances ({timing['own']} with alignments of their own, {timing['espeak']} "
-        f"timed by espeak-ng's phoneme events, {timing['dtw']} by DTW against the reference voice) "
+        f"timed by espeak-ng's phoneme events, {timing['flite']} by flite's phone times, {timing['dtw']} by DTW against the reference voice) "
         f"in {time.time() - t0:.0f} s")
     return rows
 

@@ -56,11 +56,18 @@ def align_durations(teacher: list[str], durations: list[int], ours: list[str]) -
 def espeak_durations(recording: np.ndarray, pcm: bytes, events: list[tuple[str, int]], n_frames: int, *,
                      hop: int = 256) -> tuple[list[str], list[int]] | None:
     """espeak-ng's speech of a sentence (`Espeak.synthesise`: 16-bit PCM and (IPA, start sample)
-    per phoneme) -> (symbols, frame durations) of `recording`, the same speech with its leading
+    per phoneme) -> `events_durations` of `recording`."""
+    return events_durations(recording, np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0, events,
+                            n_frames, hop=hop)
+
+
+def events_durations(recording: np.ndarray, x: np.ndarray, events: list[tuple[str, int]], n_frames: int, *,
+                     hop: int = 256) -> tuple[list[str], list[int]] | None:
+    """A synthesiser's speech of a sentence (`x`, at the recording's rate) and (IPA, start sample)
+    per phoneme -> (symbols, frame durations) of `recording`, the same speech with its leading
     silence cut: BOS, then each phoneme's code points each followed by a pad (a pause is a space),
     sharing the phoneme's frames, then EOS; `n_frames` in all. None when the recording is not
     that speech (another voice, rate or text)."""
-    x = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
     n = len(recording)
     w = min(n, 2048)
     if w < 64 or not events or len(x) < w:
