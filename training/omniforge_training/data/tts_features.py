@@ -8,8 +8,8 @@ sequence alignment: matching ids keep their frames, ids only the teacher has giv
 previous kept id, ids only we have get none, replaced runs share their frames evenly. So the
 model is trained on exactly the ids the service will give it.
 
-Voices with no alignments of their own (flite, espeak-ng) take their durations from the teacher's
-recording of the same sentence: dynamic time warping between the two recordings' cepstra
+Voices with no alignments of their own and no synthesiser to time them take their durations from
+the teacher's recording of the same sentence: dynamic time warping between the two recordings' cepstra
 (mean- and variance-normalised per utterance, so the timbre matters less than what is said) maps
 every frame of the voice onto a frame of the teacher, and so onto the teacher's phoneme there
 (`transfer_durations`).
@@ -17,7 +17,8 @@ every frame of the voice onto a frame of the teacher, and so onto the teacher's 
 Voices that espeak-ng speaks are timed by espeak-ng itself (`espeak_durations`): it says the same
 sentence again with the recording's voice, rate and pitch (the library's speech is sample for
 sample what the command wrote), and its phoneme events give the sample where each phoneme starts.
-The recording was trimmed of leading silence; the offset is found by matching the two.
+The recording was trimmed of leading silence; the offset is found by matching the two. flite's
+recordings are timed alike by flite's own phone times (`data/flite.py`, `events_durations`).
 """
 from __future__ import annotations
 
