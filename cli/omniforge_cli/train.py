@@ -241,6 +241,8 @@ def train_tts_cmd(
     batch_frames: int = typer.Option(6000, help="mel frames per batch"),
     max_steps: int = typer.Option(4000), lr: float = typer.Option(1e-3),
     eval_interval: int = typer.Option(250), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    flite_timing: bool = typer.Option(False, "--flite-timing/--no-flite-timing",
+                                      help="time flite's recordings by flite's own phone times, not by DTW"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -251,7 +253,8 @@ def train_tts_cmd(
     cfg = TTSTrainConfig(data=str(data), out=str(out), voices=[v.strip() for v in voices.split(",") if v.strip()],
                          reference_voice=reference_voice, init=str(init or ""), d_model=d_model,
                          enc_layers=enc_layers, dec_layers=dec_layers, batch_frames=batch_frames, max_steps=max_steps,
-                         lr=lr, eval_interval=eval_interval, seed=seed, threads=threads, resume=resume)
+                         lr=lr, eval_interval=eval_interval, seed=seed, threads=threads, resume=resume,
+                         flite_timing=flite_timing)
     try:
         summary = train_tts(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

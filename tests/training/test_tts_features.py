@@ -145,3 +145,18 @@ def test_flite_times_its_own_recording_phone_by_phone(tmp_path):
     slower, _, slow_phones = Flite.synthesise(text, "rms", duration_stretch=1.3)
     slow_speech = resample(slower.astype(np.float32) / 32768.0, rate, TTS_MEL.sample_rate)
     assert events_durations(recording, slow_speech, flite_events(slow_phones, TTS_MEL.sample_rate), n_frames) is None
+
+
+def test_the_tts_recipe_times_a_flite_recording_by_flite_when_asked(tiny_speech):
+    """`train tts --flite-timing`: a flite recording of the corpus gets flite's phone times, covering
+    every one of its mel frames, on our phonemiser's symbols."""
+    from omniforge_shared.audio import mel_filterbank
+    from omniforge_training.data.speech import load_speech
+    from omniforge_training.data.tts_features import TTS_MEL
+    from omniforge_training.train_tts import group_features, our_ids
+
+    ds = load_speech(tiny_speech)
+    item = next(it for it in ds.items if "duration_stretch" in it)
+    (row, how), = group_features(ds, None, [item], {}, mel_filterbank(TTS_MEL), flite=True)
+    assert how == "flite" and int(row["durations"].sum()) == len(row["mel"])
+    assert list(row["ids"]) == our_ids(item["spoken"])

@@ -3,8 +3,8 @@ embedding per voice.
 
 Durations: a voice with alignments of its own (the Piper teacher) gives them, mapped onto our
 phonemiser's ids; a recording espeak-ng made is timed by espeak-ng's own phoneme events
-(`espeak_durations`), one flite made by flite's own phone times (`data/flite.py`); any other
-voice takes them from the reference voice's recording of the same
+(`espeak_durations`), and with `flite_timing` one flite made by flite's own phone times
+(`data/flite.py`); any other voice takes them from the reference voice's recording of the same
 sentence, by dynamic time warping (`transfer_durations`). `init` starts from a trained model (the
 starter voice): its layers, its pitch and energy statistics and its speaker rows; a new voice starts
 as a copy of the reference voice and learns its difference.
@@ -46,6 +46,7 @@ class TTSTrainConfig:
     voices: list[str] = field(default_factory=lambda: ["joe"])
     reference_voice: str = "joe"       # its alignments time every other voice's recording of the same sentence
     teacher_ids: str = ""              # JSON symbol -> [id] map of the teacher voice (the Piper voice config)
+    flite_timing: bool = False         # time flite's recordings by flite's own phone times instead of by DTW
     init: str = ""                     # start from this trained model (a run or the starter's acoustic/)
     d_model: int = 192
     enc_layers: int = 4
@@ -90,11 +91,11 @@ def flite_voice(item: dict) -> str | None:
 
 
 def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: dict[int, str],
-                   fbank: np.ndarray) -> list[tuple[dict, str]]:
+                   fbank: np.ndarray, *, flite: bool = False) -> list[tuple[dict, str]]:
     """Features of the recordings of one sentence: (row, how it was timed: "own", "espeak",
-    "flite" or "dtw") per item. An item with alignments of its own uses them; one espeak-ng or
-    flite spoke is timed by that synthesiser's own phoneme times; the others against
-    `reference`'s recording, by DTW."""
+    "flite" or "dtw") per item. An item with alignments of its own uses them; one espeak-ng spoke
+    (or, with `flite`, one flite spoke) is timed by that synthesiser's own phoneme times; the
+    others against `reference`'s recording, by DTW."""
     def aligned(item: dict) -> tuple[list[int], list[int]]:
         ids = our_ids(item["spoken"])
         return ids, align_durations(teacher_symbols(item, id_to_symbol), item["durations"], [SYMBOLS[i] for i in ids])
@@ -111,7 +112,7 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
         return ids, align_durations(timed[0], timed[1], [SYMBOLS[i] for i in ids])
 
     def by_flite(item: dict, x: np.ndarray, n_frames: int) -> tuple[list[int], list[int]] | None:
-        voice = flite_voice(item)
+        voice = flite_voice(item) if flite else None
         if voice is None:
             return None
         samples, rate, phones = Flite.synthesise(item["spoken"], voice, duration_stretch=item["duration_stretch"])
@@ -147,24 +148,25 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
 _WORKER: tuple | None = None
 
 
-def _worker_init(data: str, id_to_symbol: dict[int, str]) -> None:
+def _worker_init(data: str, id_to_symbol: dict[int, str], flite: bool = False) -> None:
     global _WORKER
     torch.set_num_threads(1)
-    _WORKER = (load_speech(Path(data)), id_to_symbol, mel_filterbank(TTS_MEL))
+    _WORKER = (load_speech(Path(data)), id_to_symbol, mel_filterbank(TTS_MEL), flite)
 
 
 def _worker_group(task: tuple[dict | None, list[dict]]) -> list[tuple[dict, str]]:
-    ds, id_to_symbol, fbank = _WORKER
-    return group_features(ds, task[0], task[1], id_to_symbol, fbank)
+    ds, id_to_symbol, fbank, flite = _WORKER
+    return group_features(ds, task[0], task[1], id_to_symbol, fbank, flite=flite)
 
 
 def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: Path, *,
-                   references: dict[str, dict] | None = None, workers: int = 1, log=print,
-                   progress: bool = True) -> list[dict]:
+                   references: dict[str, dict] | None = None, workers: int = 1, flite: bool = False,
+                   log=print, progress: bool = True) -> list[dict]:
     """`references`: spoken text -> the reference voice's item (with alignments) for the items that
-    have none of their own. Sentences are worked on by `workers` processes."""
+    have none of their own; `flite`: time flite's recordings by flite. Sentences are worked on by
+    `workers` processes."""
     voices = ",".join(sorted({it["speaker"] for it in items}))
-    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1:espeak1:flite1"
+    key = f"{ds.manifest['content_hash']}:{len(items)}:{voices}:dtw1:espeak1" + (":flite1" if flite else "")
     if cache.exists():
         data = torch.load(cache, weights_only=False)
         if data["key"] == key:
@@ -178,11 +180,12 @@ def build_features(ds, items: list[dict], id_to_symbol: dict[int, str], cache: P
     if workers > 1:
         from multiprocessing import get_context
 
-        pool = get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(str(ds.path), id_to_symbol))
+        pool = get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(str(ds.path), id_to_symbol, flite))
         results = pool.imap(_worker_group, tasks, chunksize=4)
     else:
         fbank = mel_filterbank(TTS_MEL)
-        pool, results = None, (group_features(ds, ref, group, id_to_symbol, fbank) for ref, group in tasks)
+        pool, results = None, (group_features(ds, ref, group, id_to_symbol, fbank, flite=flite)
+                                for ref, group in tasks)
     if progress:
         from tqdm import tqdm
         results = tqdm(results, total=len(tasks), desc=f"tts features {cache.stem}", unit="sentence")
@@ -304,9 +307,9 @@ def train_tts(cfg: TTSTrainConfig, *, on_step: Callable | None = None, log=print
         raise ValueError(f"no training utterances with durations for voices {missing}")
     id_to_symbol = load_teacher_map(cfg.teacher_ids)
     train = build_features(ds, train_items, id_to_symbol, out / "cache" / "train.pt", references=references,
-                           workers=cfg.threads, log=log, progress=progress)
+                           workers=cfg.threads, flite=cfg.flite_timing, log=log, progress=progress)
     val = build_features(ds, val_items, id_to_symbol, out / "cache" / "val.pt", references=references,
-                         workers=cfg.threads, log=log, progress=progress)
+                         workers=cfg.threads, flite=cfg.flite_timing, log=log, progress=progress)
     speakers = {v: i for i, v in enumerate(cfg.voices)}
     resuming = cfg.resume and (out / "checkpoints" / "last.pt").exists()
     if cfg.init:

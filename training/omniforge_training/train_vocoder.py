@@ -136,9 +136,10 @@ def gta_mels(acoustic: Path, ds, items: list[dict], cache: Path, *, threads: int
     if not timed:
         return mels
     t0 = time.time()
-    rows = build_features(ds, [items[k] for k in timed], load_teacher_map(config.get("train", {}).get("teacher_ids", "")),
+    train = config.get("train", {})
+    rows = build_features(ds, [items[k] for k in timed], load_teacher_map(train.get("teacher_ids", "")),
                           cache.with_name(cache.stem + "-features.pt"), references=references, workers=threads,
-                          log=log, progress=progress)
+                          flite=bool(train.get("flite_timing")), log=log, progress=progress)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["mel"]))
     with torch.no_grad():
         for i in range(0, len(order), 16):
