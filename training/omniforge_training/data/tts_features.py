@@ -18,7 +18,8 @@ Voices that espeak-ng speaks are timed by espeak-ng itself (`espeak_durations`):
 sentence again with the recording's voice, rate and pitch (the library's speech is sample for
 sample what the command wrote), and its phoneme events give the sample where each phoneme starts.
 The recording was trimmed of leading silence; the offset is found by matching the two. flite's
-recordings are timed alike by flite's own phone times (`data/flite.py`, `events_durations`).
+recordings can be timed alike by flite's own phone times (`data/flite.py`, `events_durations`;
+`train tts --flite-timing`).
 """
 from __future__ import annotations
 
