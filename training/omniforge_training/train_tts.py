@@ -96,9 +96,12 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
     "flite" or "dtw") per item. An item with alignments of its own uses them; one espeak-ng spoke
     (or, with `flite`, one flite spoke) is timed by that synthesiser's own phoneme times; the
     others against `reference`'s recording, by DTW."""
-    def aligned(item: dict) -> tuple[list[int], list[int]]:
+    def on_ours(item: dict, symbols: list[str], durations: list[int]) -> tuple[list[int], list[int]]:
         ids = our_ids(item["spoken"])
-        return ids, align_durations(teacher_symbols(item, id_to_symbol), item["durations"], [SYMBOLS[i] for i in ids])
+        return ids, align_durations(symbols, durations, [SYMBOLS[i] for i in ids])
+
+    def aligned(item: dict) -> tuple[list[int], list[int]]:
+        return on_ours(item, teacher_symbols(item, id_to_symbol), item["durations"])
 
     def by_espeak(item: dict, x: np.ndarray, n_frames: int) -> tuple[list[int], list[int]] | None:
         voice = espeak_voice(item)
@@ -106,10 +109,7 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
             return None
         pcm, events = Espeak.synthesise(item["spoken"], voice, rate=item["rate_wpm"], pitch=item["pitch"])
         timed = espeak_durations(x, pcm, events, n_frames, hop=TTS_MEL.hop)
-        if timed is None:
-            return None
-        ids = our_ids(item["spoken"])
-        return ids, align_durations(timed[0], timed[1], [SYMBOLS[i] for i in ids])
+        return None if timed is None else on_ours(item, *timed)
 
     def by_flite(item: dict, x: np.ndarray, n_frames: int) -> tuple[list[int], list[int]] | None:
         voice = flite_voice(item) if flite else None
@@ -118,10 +118,7 @@ def group_features(ds, reference: dict | None, items: list[dict], id_to_symbol: 
         samples, rate, phones = Flite.synthesise(item["spoken"], voice, duration_stretch=item["duration_stretch"])
         speech = resample(samples.astype(np.float32) / 32768.0, rate, TTS_MEL.sample_rate)
         timed = events_durations(x, speech, flite_events(phones, TTS_MEL.sample_rate), n_frames, hop=TTS_MEL.hop)
-        if timed is None:
-            return None
-        ids = our_ids(item["spoken"])
-        return ids, align_durations(timed[0], timed[1], [SYMBOLS[i] for i in ids])
+        return None if timed is None else on_ours(item, *timed)
 
     ref = None
     out = []
