@@ -204,9 +204,10 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
         seconds += len(wave) / tts.sample_rate
         refs.append(transcript_of(it))
         ours.append(asr.transcribe(_prep(wave, tts.sample_rate)).text)
-        theirs.append(asr.transcribe(_prep(ds.audio(it), ds.sample_rate)).text)
+        recording = ds.audio(it)
+        theirs.append(asr.transcribe(_prep(recording, ds.sample_rate)).text)
         f0[0].append(_voiced_f0(wave, tts.sample_rate))
-        f0[1].append(_voiced_f0(ds.audio(it), ds.sample_rate))
+        f0[1].append(_voiced_f0(recording, ds.sample_rate))
     split = {}
     if breakdown is not None:
         split = _breakdown(tts, asr, ds, items, Path(breakdown), threads=threads)
