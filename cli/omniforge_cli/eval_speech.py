@@ -173,17 +173,51 @@ def _voiced_f0(x: np.ndarray, rate: int) -> np.ndarray:
     return f[f > 0] if (f > 0).any() else np.zeros(1, np.float32)
 
 
+def _judged_sentences(ds, teacher: str, sentences: str) -> list[tuple[dict, dict | None]]:
+    """(item, the teacher's recording of it or None) for each sentence a voice is judged on.
+    "own": the teacher's own test recordings (28-160 sentences a voice in the starter corpus);
+    "all": every held-out sentence of the test split (each once), so every voice is judged on the
+    same sentences, the teacher speaking those it never recorded as the corpus would have."""
+    own = [it for it in ds.split("test") if it["speaker"] == teacher]
+    if sentences == "own":
+        return [(it, it) for it in own]
+    if sentences != "all":
+        raise ValueError(f"sentences is 'own' or 'all', not {sentences!r}")
+    from omniforge_training.data.starter_speech import VOICES
+
+    if teacher not in VOICES:
+        raise ValueError(f"judging on all sentences needs a teacher the starter corpus can synthesise "
+                         f"({', '.join(VOICES)}), not {teacher!r}; judge on its own recordings instead")
+    key = lambda it: it.get("sentence", it["text"])
+    held = set(ds.manifest.get("split", {}).get("heldout_speakers", []))
+    recorded = {key(it): it for it in own}
+    pairs = {}
+    for it in ds.split("test"):
+        if it["speaker"] not in held and key(it) not in pairs:
+            pairs[key(it)] = (it, recorded.get(key(it)))
+    return list(pairs.values())
+
+
 def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voice: str = "",
                         teacher: str = "", threads: int = 2, limit: int | None = None, progress: bool = True,
-                        engines: tuple | None = None, breakdown: Path | None = None) -> dict:
+                        engines: tuple | None = None, breakdown: Path | None = None, sentences: str = "own",
+                        heard: dict | None = None) -> dict:
     """WER of our recognizer on our voice's speech for the teacher's test sentences, and on the
     teacher's own recordings of them (the reference the goal compares with). The teacher of a
     voice is the dataset speaker it was trained on (the same id) unless named.
+
+    `sentences`: "own" judges a voice on its teacher's test recordings; "all" on every held-out
+    sentence (the teacher synthesising those it has no recording of, see `_judged_sentences`):
+    four to five times the sentences for the starter's non-default voices, so a gap moves less
+    with any one sentence. `heard` caches what the recognizer made of the teacher's speech
+    across calls (two voice bundles judged on the same sentences read the teacher once).
 
     `breakdown` (the voice's acoustic model: a `train tts` run or the starter's `acoustic`
     folder) also says where the gap opens: the WER of our vocoder on the teacher's own log-mels
     (copy synthesis) and on the acoustic model's teacher-forced log-mels (the recording's own
     durations, pitch and energy), beside the teacher's and ours."""
+    import hashlib
+
     from omniforge_training.data.speech import load_speech
     from omniforge_training.train_asr import error_rates, transcript_of
 
@@ -191,31 +225,49 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
     tts, asr = engines or (voice_engine(tts_bundle, threads), _asr(asr_bundle, threads))
     voice = voice or tts.default_voice
     teacher = teacher or voice
-    items = [it for it in ds.split("test") if it["speaker"] == teacher][:limit]
-    if not items:
+    pairs = _judged_sentences(ds, teacher, sentences)[:limit]
+    if not pairs:
         raise ValueError(f"the test split of {dataset_dir} has no recordings by {teacher!r} to compare with")
-    todo = items
+    heard = {} if heard is None else heard
+    synth = None
+    todo = pairs
     if progress:
         from tqdm import tqdm
-        todo = tqdm(items, desc=f"tts eval {voice}", unit="utt")
-    refs, ours, theirs, seconds, f0 = [], [], [], 0.0, ([], [])
-    for it in todo:
+        todo = tqdm(pairs, desc=f"tts eval {voice}", unit="utt")
+    refs, ours, theirs, seconds, f0 = [], [], [], [0.0, 0.0], ([], [])
+    for it, recorded in todo:
         wave = np.concatenate([c.pcm for c in tts.synthesize(it["spoken"], voice)])
-        seconds += len(wave) / tts.sample_rate
+        seconds[0] += len(wave) / tts.sample_rate
         refs.append(transcript_of(it))
         ours.append(asr.transcribe(_prep(wave, tts.sample_rate)).text)
-        recording = ds.audio(it)
-        theirs.append(asr.transcribe(_prep(recording, ds.sample_rate)).text)
         f0[0].append(_voiced_f0(wave, tts.sample_rate))
-        f0[1].append(_voiced_f0(recording, ds.sample_rate))
+        k = (teacher, it.get("sentence", it["text"]))
+        if k not in heard:
+            if recorded is not None:
+                recording = ds.audio(recorded)
+            else:
+                from omniforge_training.data.starter_speech import Synthesiser, speak_as_corpus
+
+                synth = synth or Synthesiser()
+                seed = int(hashlib.sha256(f"{teacher}:{k[1]}".encode()).hexdigest()[:8], 16)
+                recording, _ = speak_as_corpus(synth, teacher, it["spoken"], seed)
+            heard[k] = (asr.transcribe(_prep(recording, ds.sample_rate)).text,
+                        _voiced_f0(recording, ds.sample_rate), len(recording) / ds.sample_rate)
+        theirs.append(heard[k][0])
+        f0[1].append(heard[k][1])
+        seconds[1] += heard[k][2]
+    if synth is not None:
+        synth.close()
     split = {}
     if breakdown is not None:
-        split = _breakdown(tts, asr, ds, items, Path(breakdown), threads=threads)
+        split = _breakdown(tts, asr, ds, [r for _, r in pairs if r is not None], Path(breakdown), threads=threads)
     if engines is None:
         asr.stop()
     o, t = error_rates(refs, ours), error_rates(refs, theirs)
-    return {"voice": voice, "teacher": teacher, "ours": o, "teacher_recordings": t, **split,
-            "wer_gap_points": round(100 * (o.get("wer", 1) - t.get("wer", 1)), 2), "seconds": round(seconds, 1),
+    return {"voice": voice, "teacher": teacher, "sentences": sentences, "ours": o, "teacher_recordings": t, **split,
+            "teacher_synthesised": sum(r is None for _, r in pairs),
+            "wer_gap_points": round(100 * (o.get("wer", 1) - t.get("wer", 1)), 2), "seconds": round(seconds[0], 1),
+            "teacher_seconds": round(seconds[1], 1),
             "median_f0_hz": {"ours": round(float(np.median(np.concatenate(f0[0]))), 1),
                              "teacher": round(float(np.median(np.concatenate(f0[1]))), 1)},
             "examples": [{"ref": r, "ours": a, "teacher": b} for r, a, b in list(zip(refs, ours, theirs))[:8]]}
@@ -253,19 +305,27 @@ def _breakdown(tts, asr, ds, items: list[dict], acoustic: Path, *, threads: int 
 
 def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voices: list[str] | None = None,
                                   threads: int = 2, limit: int | None = None, progress: bool = True,
-                                  tts=None, breakdown: Path | None = None) -> dict:
+                                  tts=None, breakdown: Path | None = None, sentences: str = "own",
+                                  baseline: Path | None = None) -> dict:
     """`tts_intelligibility` for every voice of the bundle (or those named), each beside its own
     teacher; the default voice's numbers stay at the top level. `tts`: the bundle's engine, if open;
-    `breakdown`: its acoustic model, to say where each gap opens."""
+    `breakdown`: its acoustic model, to say where each gap opens; `baseline`: another voice bundle
+    (say, the version before) judged in the same run on the same sentences and teacher readings."""
     tts = tts or voice_engine(tts_bundle, threads)
     asr = _asr(asr_bundle, threads)
+    base = voice_engine(baseline, threads) if baseline is not None else None
     voices = voices or [v["id"] for v in tts.voices]
-    per, unmeasured = {}, {}
+    per, unmeasured, before, heard = {}, {}, {}, {}
     try:
         for v in voices:
             try:
                 per[v] = tts_intelligibility(tts_bundle, asr_bundle, dataset_dir, voice=v, limit=limit,
-                                             progress=progress, engines=(tts, asr), breakdown=breakdown)
+                                             progress=progress, engines=(tts, asr), breakdown=breakdown,
+                                             sentences=sentences, heard=heard)
+                if base is not None and v in {b["id"] for b in base.voices}:
+                    before[v] = tts_intelligibility(baseline, asr_bundle, dataset_dir, voice=v, limit=limit,
+                                                    progress=progress, engines=(base, asr), sentences=sentences,
+                                                    heard=heard)
             except ValueError as e:            # no recordings of its teacher to compare with
                 unmeasured[v] = str(e)
     finally:
@@ -275,10 +335,19 @@ def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_di
     default = per.get(tts.default_voice) or next(iter(per.values()))
     gaps = {v: r["wer_gap_points"] for v, r in per.items()}
     keep = ("teacher", "ours", "teacher_recordings", "copy_synthesis", "teacher_forced", "wer_gap_points", "seconds",
-            "median_f0_hz")
-    return {**default, "per_voice": {v: {k: r[k] for k in keep if k in r} | {"examples": r["examples"][:2]} for v, r in per.items()},
-            "unmeasured": unmeasured, "worst_gap_points": max(gaps.values()),
-            "voices_within_3_points": sum(g <= 3 for g in gaps.values())}
+            "teacher_seconds", "teacher_synthesised", "median_f0_hz")
+    out = {**default, "per_voice": {v: {k: r[k] for k in keep if k in r} | {"examples": r["examples"][:2]} for v, r in per.items()},
+           "unmeasured": unmeasured, "worst_gap_points": max(gaps.values()),
+           "voices_within_3_points": sum(g <= 3 for g in gaps.values()),
+           "gap_sum_points": round(sum(gaps.values()), 2)}
+    if before:
+        was = {v: r["wer_gap_points"] for v, r in before.items()}
+        for v, r in before.items():
+            out["per_voice"][v]["baseline"] = {"ours": r["ours"], "wer_gap_points": r["wer_gap_points"]}
+        out["baseline"] = {"bundle": str(baseline), "voices_within_3_points": sum(g <= 3 for g in was.values()),
+                           "gap_sum_points": round(sum(was.values()), 2),
+                           "gap_sum_points_same_voices": round(sum(gaps[v] for v in was), 2)}
+    return out
 
 
 def voice_engine(tts_bundle: Path, threads: int = 2):

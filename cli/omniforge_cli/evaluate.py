@@ -64,6 +64,11 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
                     breakdown: Path = typer.Option(None, help="with --tts: the voice's acoustic model (a `train tts` "
                                                                 "run or the starter's acoustic folder); also measure "
                                                                 "copy synthesis and teacher-forced speech"),
+                    sentences: str = typer.Option("own", help="with --tts: judge each voice on its teacher's own test "
+                                                              "recordings (own) or on every held-out sentence, the "
+                                                              "teacher speaking those it never recorded (all)"),
+                    baseline: str = typer.Option("", help="with --tts: another voice (registered or folder) judged "
+                                                          "in the same run on the same sentences"),
                     threads: int = typer.Option(2), out: Path = typer.Option(None, help="write the JSON here too")):
     """WER/CER of the recognizer per voice (greedy and with the LM); with --tts, the voice's
     intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
@@ -87,7 +92,8 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
             engine = voice_engine(_bundle_dir(tts), threads)           # opened once, for the scores and the samples
             result["tts"] = tts_intelligibility_per_voice(_bundle_dir(tts), _bundle_dir(asr), data, voices=chosen,
                                                           threads=threads, limit=limit or None, tts=engine,
-                                                          breakdown=breakdown)
+                                                          breakdown=breakdown, sentences=sentences,
+                                                          baseline=_bundle_dir(baseline) if baseline else None)
             if listen:
                 write_samples(_bundle_dir(tts), data, listen, tts=engine)
     except (FileNotFoundError, ValueError) as e:

@@ -71,3 +71,32 @@ def test_the_intelligibility_breakdown_says_where_a_voice_loses_words(speech_bun
     # our vocoder on the teacher's own log-mels is nearly as intelligible as the teacher
     assert r["copy_synthesis"]["cer"] <= r["teacher_recordings"]["cer"] + 0.2
     assert 0 <= r["teacher_forced"]["cer"] <= 1.0
+
+
+def test_every_voice_can_be_judged_on_every_held_out_sentence_beside_a_baseline(speech_bundles, tiny_speech):
+    """`omniforge eval speech --tts ... --sentences all --baseline OTHER`: a voice is judged on every
+    held-out sentence, its teacher speaking those it never recorded as the corpus would, and a
+    second bundle is judged on the same sentences and the same teacher readings in the same run."""
+    from omniforge_cli.eval_speech import _judged_sentences, tts_intelligibility_per_voice
+    from omniforge_training.data.speech import load_speech
+
+    asr, tts = speech_bundles
+    ds = load_speech(tiny_speech)
+    held = {it["sentence"] for it in ds.split("test") if it["speaker"] != "slt"}
+    voice = min(("rms", "awb", "kal16", "es-us-m3", "es-gb-f2"),
+                key=lambda v: len([it for it in ds.split("test") if it["speaker"] == v]))
+    pairs = _judged_sentences(ds, voice, "all")
+    assert {it["sentence"] for it, _ in pairs} == held and len(pairs) == len(held)
+    recorded = [r for _, r in pairs if r is not None]
+    assert all(r["speaker"] == voice for r in recorded) and len(recorded) < len(held)
+
+    r = tts_intelligibility_per_voice(tts, asr, tiny_speech, voices=[voice], threads=1, progress=False,
+                                      sentences="all", baseline=tts)
+    v = r["per_voice"][voice]
+    assert v["teacher_recordings"]["utterances"] == len(held) and v["teacher_synthesised"] == len(held) - len(recorded)
+    assert v["teacher_seconds"] > len(held) * 0.5 and v["teacher_recordings"]["cer"] < 0.6   # real, heard speech
+    # the same bundle as its own baseline: the same sentences, readings and so the same gap
+    assert v["baseline"]["wer_gap_points"] == v["wer_gap_points"]
+    assert r["baseline"]["gap_sum_points"] == r["gap_sum_points"]
+    with pytest.raises(ValueError, match="synthesise"):
+        _judged_sentences(ds, "someone-else", "all")

@@ -261,16 +261,22 @@ def trim_silence(x: np.ndarray, *, rate: int = SAMPLE_RATE, threshold_db: float 
 _WORKER: Synthesiser | None = None
 
 
+def speak_as_corpus(synth: Synthesiser, voice: str, spoken: str, seed: int) -> tuple[np.ndarray, dict]:
+    """`voice` speaking `spoken` exactly as the corpus records it (its rate, pitch or stretch drawn
+    from `seed`, trimmed, peaks held under 0.97): for new sentences in a teacher's own voice."""
+    x, extra = synth.speak(voice, spoken, random.Random(seed))
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    if peak > 0.97:
+        x = x * (0.97 / peak)
+    return x, extra
+
+
 def _synth_task(task: tuple[int, str, str, int]):
     global _WORKER
     if _WORKER is None:
         _WORKER = Synthesiser()
     idx, voice, spoken, seed = task
-    x, extra = _WORKER.speak(voice, spoken, random.Random(seed))
-    peak = float(np.abs(x).max()) if len(x) else 0.0
-    if peak > 0.97:
-        x = x * (0.97 / peak)
-    return idx, x, extra
+    return (idx, *speak_as_corpus(_WORKER, voice, spoken, seed))
 
 
 def synthesise(tasks: list[tuple[int, str, str, int]], *, workers: int, progress: bool, desc: str):
