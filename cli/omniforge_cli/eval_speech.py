@@ -306,7 +306,7 @@ def _breakdown(tts, asr, ds, items: list[dict], acoustic: Path, *, threads: int 
 def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *, voices: list[str] | None = None,
                                   threads: int = 2, limit: int | None = None, progress: bool = True,
                                   tts=None, breakdown: Path | None = None, sentences: str = "own",
-                                  baseline: Path | None = None) -> dict:
+                                  baseline: Path | None = None, baseline_label: str = "") -> dict:
     """`tts_intelligibility` for every voice of the bundle (or those named), each beside its own
     teacher; the default voice's numbers stay at the top level. `tts`: the bundle's engine, if open;
     `breakdown`: its acoustic model, to say where each gap opens; `baseline`: another voice bundle
@@ -344,9 +344,10 @@ def tts_intelligibility_per_voice(tts_bundle: Path, asr_bundle: Path, dataset_di
         was = {v: r["wer_gap_points"] for v, r in before.items()}
         for v, r in before.items():
             out["per_voice"][v]["baseline"] = {"ours": r["ours"], "wer_gap_points": r["wer_gap_points"]}
-        out["baseline"] = {"bundle": str(baseline), "voices_within_3_points": sum(g <= 3 for g in was.values()),
+        out["baseline"] = {"bundle": baseline_label or Path(baseline).name,
+                           "voices_within_3_points": sum(g <= 3 for g in was.values()),
                            "gap_sum_points": round(sum(was.values()), 2),
-                           "gap_sum_points_same_voices": round(sum(gaps[v] for v in was), 2)}
+                           "ours_gap_sum_points_on_its_voices": round(sum(gaps[v] for v in was), 2)}
     return out
 
 

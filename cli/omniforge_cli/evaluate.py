@@ -93,7 +93,8 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
             result["tts"] = tts_intelligibility_per_voice(_bundle_dir(tts), _bundle_dir(asr), data, voices=chosen,
                                                           threads=threads, limit=limit or None, tts=engine,
                                                           breakdown=breakdown, sentences=sentences,
-                                                          baseline=_bundle_dir(baseline) if baseline else None)
+                                                          baseline=_bundle_dir(baseline) if baseline else None,
+                                                          baseline_label=baseline)
             if listen:
                 write_samples(_bundle_dir(tts), data, listen, tts=engine)
     except (FileNotFoundError, ValueError) as e:

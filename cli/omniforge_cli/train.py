@@ -262,6 +262,21 @@ def train_tts_cmd(
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "quality", "params")}), flush=True)
 
 
+@app.command("calibrate-tts")
+def calibrate_tts_cmd(run: Path = typer.Argument(..., help="a `train tts` run folder (with its feature cache)"),
+                      threads: int = typer.Option(2)):
+    """Measure each voice's duration scale (teacher frames over predicted, on the training
+    sentences) into the run's config.json, so the exported voice speaks at its teacher's rate
+    (`train tts` does this itself when it finishes; this is for runs trained before it did)."""
+    from omniforge_training.train_tts import calibrate_durations
+
+    try:
+        scales = calibrate_durations(run, threads=threads, log=lambda m: err.print(m, highlight=False))
+    except FileNotFoundError as e:
+        fail(str(e))
+    print(json.dumps({"duration_scale": scales}), flush=True)
+
+
 @app.command("vocoder")
 def train_vocoder_cmd(
     data: Path = typer.Option(Path("data/starter-speech"), help="speech dataset folder (22,050 Hz)"),

@@ -78,6 +78,22 @@ def test_the_tts_cli_learns_several_voices_and_the_bundle_lists_them(tiny_speech
     waves = [np.concatenate([c.pcm for c in engine.synthesize("Good morning.", v)]) for v in voices]
     assert all(len(w) > 2205 for w in waves)
 
+    # each voice speaks at its teacher's average rate: the run measures how much longer the
+    # teacher's phonemes are than predicted, the bundle carries it and the engine applies it
+    from omniforge_training.train_tts import calibrate_durations
+
+    scales = cfg["duration_scale"]
+    assert sorted(scales) == sorted(voices) and all(0.5 < s < 2 for s in scales.values())
+    assert [v["duration_scale"] for v in bundle.manifest["voices"]] == [scales[v] for v in voices]
+    assert calibrate_durations(run, threads=1, log=lambda m: None) == scales
+    text = "The museum opens at nine on Saturday mornings."
+    voice = engine.voices[0]
+    lengths = {}
+    for s in (1.0, 1.3):
+        voice["duration_scale"] = s
+        lengths[s] = len(np.concatenate([c.pcm for c in engine.synthesize(text, voice["id"])]))
+    assert 1.2 < lengths[1.3] / lengths[1.0] < 1.4, lengths
+
 
 def test_the_vocoder_fine_tunes_on_the_acoustic_models_own_mels(tiny_speech, tmp_path):
     """--gta: the starter acoustic model's teacher-forced mels line up with the recordings frame for

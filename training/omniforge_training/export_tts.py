@@ -132,9 +132,12 @@ def export_tts_bundle(tts_dir: Path, vocoder_dir: Path, out: Path, *, name: str,
         except (OSError, ValueError):
             dataset = None
         voices = voice_cards(speakers, dataset)
+    scales = tcfg.get("duration_scale") or {}
     for v in voices:
         v.setdefault("speaker", speakers.index(v["id"]) if v["id"] in speakers else 0)
         v.setdefault("sample_rate", cfg.sample_rate)
+        if speakers[int(v["speaker"])] in scales:        # speak at the teacher's rate (train_tts.duration_scales)
+            v.setdefault("duration_scale", scales[speakers[int(v["speaker"])]])
     summary = {}
     for d, key in ((tts_dir, "tts"), (vocoder_dir, "vocoder")):
         p = Path(d) / "summary.json"

@@ -115,11 +115,12 @@ class TTSEngine:
             for sentence in phonemise(part):
                 yield symbol_ids(sentence)
 
-    def mel(self, ids: list[int], speaker: int, speed: float) -> np.ndarray:
+    def mel(self, ids: list[int], speaker: int, speed: float, duration_scale: float = 1.0) -> np.ndarray:
         x = np.array([ids], np.int64)
         hidden, logd = self.encoder.run(None, {"ids": x, "lengths": np.array([len(ids)], np.int64),
                                                 "speaker": np.array([speaker], np.int64)})
-        frames = np.clip(np.round(np.expm1(logd[0]) / speed), 0, 50).astype(np.int64)
+        # duration_scale: the voice's calibration to its teacher's average rate (in the bundle)
+        frames = np.clip(np.round(np.expm1(logd[0]) * duration_scale / speed), 0, 50).astype(np.int64)
         if frames.sum() == 0:
             frames[:] = 1
         regulated = np.repeat(hidden[0], frames, axis=0)[None]
@@ -149,7 +150,7 @@ class TTSEngine:
                 yield AudioChunk(pause, k - 1, index)          # a breath between sentences
                 index += 1
             with self.lock:
-                mel = self.mel(ids, int(v["speaker"]), speed)
+                mel = self.mel(ids, int(v["speaker"]), speed, float(v.get("duration_scale", 1.0)))
             for piece in self.vocode(mel):
                 if cancelled():
                     return
