@@ -74,6 +74,9 @@ def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: r
     intelligibility (the recognizer's WER on it) beside the teacher's own recordings."""
     from .eval_speech import asr_quality, listen as write_samples, tts_intelligibility_per_voice, tune_lm, voice_engine
 
+    if sentences not in ("own", "all"):
+        fail(f"--sentences takes own (each teacher's own test recordings) or all (every held-out sentence), "
+             f"not {sentences!r}")
     try:
         warp_list = [float(w) for w in warps.split(",") if w.strip()] or None
     except ValueError:
