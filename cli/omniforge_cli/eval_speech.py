@@ -173,6 +173,11 @@ def _voiced_f0(x: np.ndarray, rate: int) -> np.ndarray:
     return f[f > 0] if (f > 0).any() else np.zeros(1, np.float32)
 
 
+def _sentence(item: dict):
+    """What two recordings of the same sentence share (the corpus's sentence number, else the text)."""
+    return item.get("sentence", item["text"])
+
+
 def _judged_sentences(ds, teacher: str, sentences: str) -> list[tuple[dict, dict | None]]:
     """(item, the teacher's recording of it or None) for each sentence a voice is judged on.
     "own": the teacher's own test recordings (28-160 sentences a voice in the starter corpus);
@@ -188,13 +193,12 @@ def _judged_sentences(ds, teacher: str, sentences: str) -> list[tuple[dict, dict
     if teacher not in VOICES:
         raise ValueError(f"judging on all sentences needs a teacher the starter corpus can synthesise "
                          f"({', '.join(VOICES)}), not {teacher!r}; judge on its own recordings instead")
-    key = lambda it: it.get("sentence", it["text"])
     held = set(ds.manifest.get("split", {}).get("heldout_speakers", []))
-    recorded = {key(it): it for it in own}
+    recorded = {_sentence(it): it for it in own}
     pairs = {}
     for it in ds.split("test"):
-        if it["speaker"] not in held and key(it) not in pairs:
-            pairs[key(it)] = (it, recorded.get(key(it)))
+        if it["speaker"] not in held and _sentence(it) not in pairs:
+            pairs[_sentence(it)] = (it, recorded.get(_sentence(it)))
     return list(pairs.values())
 
 
@@ -241,7 +245,7 @@ def tts_intelligibility(tts_bundle: Path, asr_bundle: Path, dataset_dir: Path, *
         refs.append(transcript_of(it))
         ours.append(asr.transcribe(_prep(wave, tts.sample_rate)).text)
         f0[0].append(_voiced_f0(wave, tts.sample_rate))
-        k = (teacher, it.get("sentence", it["text"]))
+        k = (teacher, _sentence(it))
         if k not in heard:
             if recorded is not None:
                 recording = ds.audio(recorded)
