@@ -136,8 +136,9 @@ def export_tts_bundle(tts_dir: Path, vocoder_dir: Path, out: Path, *, name: str,
     for v in voices:
         v.setdefault("speaker", speakers.index(v["id"]) if v["id"] in speakers else 0)
         v.setdefault("sample_rate", cfg.sample_rate)
-        if speakers[int(v["speaker"])] in scales:        # speak at the teacher's rate (train_tts.duration_scales)
-            v.setdefault("duration_scale", scales[speakers[int(v["speaker"])]])
+        speaker = speakers[int(v["speaker"])]
+        if speaker in scales:                            # speak at the teacher's rate (train_tts.duration_scales)
+            v.setdefault("duration_scale", scales[speaker])
     summary = {}
     for d, key in ((tts_dir, "tts"), (vocoder_dir, "vocoder")):
         p = Path(d) / "summary.json"
