@@ -141,6 +141,25 @@ def data_starter_speech(out: Path = typer.Option(Path("data/starter-speech"), he
     console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
 
 
+@app.command("real-speech")
+def data_real_speech(out: Path = typer.Option(Path("data/real-speech"), help="output folder"),
+                     sdist: Path = typer.Option(None, help="a downloaded pocketsphinx-5.1.1.tar.gz (default: fetch it "
+                                                "from the PyPI simple index)"),
+                     register: bool = typer.Option(True, help="register the dataset")):
+    """Real recorded speech for measuring recognizers (11 utterances from pocketsphinx's tests)."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.data.real_speech import build_real_speech
+
+    try:
+        manifest = build_real_speech(out, sdist=sdist, log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name="real-speech")
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"], "licenses": manifest["licenses"]})
+
+
 @app.command("starter-spoken-captions")
 def data_spoken_captions(out: Path = typer.Option(Path("data/starter-spoken-captions"), help="output folder"),
                          images: Path = typer.Option(Path("data/starter-images"), help="the image-text set whose captions to speak"),

@@ -123,7 +123,12 @@ class BeamDecoder:
         self.vocabulary = len(spellings)
 
     def __call__(self, logp: np.ndarray) -> str:
-        e = np.ascontiguousarray(logp, dtype=np.float32)
+        # the end of the audio ends the last word: a word only leaves the lexicon trie through the
+        # word boundary "|", which a recognizer seldom emits after the final letter, and flashlight
+        # drops an unfinished word at the end (2 frames where "|" is certain let it finish)
+        end = np.full((2, logp.shape[1]), -30.0, np.float32)
+        end[:, 1] = 0.0
+        e = np.ascontiguousarray(np.concatenate([logp, end]), dtype=np.float32)
         results = self.decoder.decode(e.ctypes.data, e.shape[0], e.shape[1])
         if not results:
             return greedy(logp, self.chars)

@@ -54,3 +54,24 @@ def test_beam_search_with_the_lm_fixes_misheard_spellings(tmp_path):
     logp = emissions("the capitl of frence is paris", frames_per_char=4, noise=1.0)
     assert greedy(logp, CHARS) != "the capital of france is paris"
     assert decoder(logp) == "the capital of france is paris"
+
+
+def test_beam_search_keeps_a_weakly_said_last_word(tmp_path):
+    """The end of the audio ends the last word: without a word boundary after its letters the
+    lexicon search used to end on the previous word and drop it."""
+    from omniforge_training.ngram_lm import train_kneser_ney, write_arpa
+
+    text = "he was not an ill disposed young man"
+    corpus = [text, "the young man was not ill", "he was disposed to go"] * 5
+    write_arpa(train_kneser_ney([s.split() for s in corpus], 3), tmp_path / "lm.arpa")
+    decoder = BeamDecoder(CHARS, sorted({w for s in corpus for w in s.split()}), tmp_path / "lm.arpa", beam=16)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.0, (2 + 4 * len(text) + 4, len(CHARS) + 1))
+    logits[:, 0] += 3.0
+    for k, c in enumerate(text):
+        logits[2 + 4 * k, IDS[c]] += 8.0 if k < len(text) - 3 else 3.0      # "man" said weakly
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    e = np.ascontiguousarray(logp, dtype=np.float32)
+    bare = decoder.decoder.decode(e.ctypes.data, e.shape[0], e.shape[1])[0]
+    assert " ".join(decoder.words.get_entry(w) for w in bare.words if w >= 0) == "he was not an ill disposed young"
+    assert decoder(logp) == text

@@ -193,3 +193,41 @@ def test_the_image_captions_are_spoken_with_the_image_sets_split(tmp_path, tiny_
     assert any(it["speaker"] == "slt" for it in ds.items)          # the held-out voice speaks the test concepts
     with pytest.raises(DataError, match="starter-images"):
         build_spoken_captions(tmp_path / "x", tmp_path, progress=False, log=lambda m: None)
+
+
+def fake_pocketsphinx_sdist(path):
+    """A tar.gz laid out like pocketsphinx-5.1.1.tar.gz's test data (tones instead of people)."""
+    from omniforge_training.data.real_speech import ROOT
+
+    files = {"librivox/fileids": b"book-0870\nbook-0880\n",
+             "librivox/book-0870.txt": b"he was not an ill disposed young man\n",
+             "librivox/book-0880.txt": b"he might even have been made amiable himself\n",
+             "librivox/book-0870.wav": wav_bytes(clip(0, 16_000, 1.0), 16_000),
+             "librivox/book-0880.wav": wav_bytes(clip(1, 16_000, 0.8), 16_000),
+             "cards/cards.transcription": b"<s> ten of clubs  </s> (001)\n",
+             "cards/001.wav": wav_bytes(clip(2, 16_000, 0.6), 16_000),
+             "goforward.raw": (clip(3, 16_000, 0.7) * 32767).astype("<i2").tobytes()}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{ROOT}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_real_speech_is_laid_out_from_the_pinned_sdist_and_held_out_whole(tmp_path, monkeypatch):
+    from omniforge_training.data import real_speech
+
+    sdist = fake_pocketsphinx_sdist(tmp_path / "pocketsphinx-5.1.1.tar.gz")
+    with pytest.raises(DataError, match="not the pinned"):          # not the file it claims to be
+        real_speech.build_real_speech(tmp_path / "out", sdist=sdist, progress=False, log=print)
+    monkeypatch.setattr(real_speech, "SDIST_SHA256", real_speech._sha256(sdist))
+    card = real_speech.build_real_speech(tmp_path / "out", sdist=sdist, progress=False, log=print)
+    ds = check(card, tmp_path / "out", 4)
+    assert card["splits"] == {"train": 0, "val": 0, "test": 4}          # for measuring only
+    assert {it["speaker"] for it in ds.items} == {"librivox", "cards", "goforward"}
+    texts = {it["speaker"] + ":" + it["text"] for it in ds.items}
+    assert "cards:ten of clubs" in texts and "goforward:go forward ten meters" in texts
+    go = next(it for it in ds.items if it["speaker"] == "goforward")
+    assert go["seconds"] == pytest.approx(0.7, abs=0.01)                 # raw 16-bit PCM read at 16 kHz
+    assert card["licenses"]["librivox"]["license"] == "public domain" and "never train" in card["use"]
