@@ -49,10 +49,12 @@ def asr_quality(asr_bundle: Path, dataset_dir: Path, *, threads: int = 2, limit:
     if progress:
         from tqdm import tqdm
         items = tqdm(items, desc="asr eval", unit="utt")
-    rows = []
+    rows, timing = [], []
     for it in items:
         logp = engine.logprobs(_prep(ds.audio(it), ds.sample_rate))
         rows.append((it["speaker"], transcript_of(it), engine.decode(logp, greedy_only=True), engine.decode(logp)))
+        if it.get("words"):
+            timing += word_time_errors(engine, logp, it["words"])
     engine.stop()
     picks = {str(w): n for w, n in sorted(engine.warp_picks.items())}
 
@@ -64,9 +66,25 @@ def asr_quality(asr_bundle: Path, dataset_dir: Path, *, threads: int = 2, limit:
                         ("all", lambda r: True)):
         sel = [r for r in rows if keep(r)]
         out[label] = {"greedy": rates(sel, 2), "lm": rates(sel, 3)}
+    if timing:
+        err = np.array(timing)
+        out["word_times"] = {"words": len(err), "start_mae_s": round(float(err[:, 0].mean()), 3),
+                             "end_mae_s": round(float(err[:, 1].mean()), 3),
+                             "start_within_100ms": round(float((err[:, 0] <= 0.1).mean()), 3)}
     out["per_voice_lm"] = {s: rates([r for r in rows if r[0] == s], 3) for s in sorted({r[0] for r in rows})}
     out["examples"] = [{"voice": r[0], "ref": r[1], "greedy": r[2], "lm": r[3]} for r in rows[:: max(1, len(rows) // 10)]]
     return out
+
+
+def word_time_errors(engine, logp: np.ndarray, reference: list[dict]) -> list[tuple[float, float]]:
+    """|start error|, |end error| in seconds of each word, our forced alignment of the reference
+    words to the recognizer's frames (the served word-timestamp path) against the reference times."""
+    from omniforge_shared.ctc import word_times
+
+    words = word_times(logp, " ".join(w["word"] for w in reference), engine.chars, frame_seconds=engine.frame_seconds)
+    if [w.word for w in words] != [w["word"] for w in reference]:
+        return []                                       # the words do not fit the frames: skip the clip
+    return [(abs(o.start - r["start"]), abs(o.end - r["end"])) for o, r in zip(words, reference)]
 
 
 def tune_lm(asr_bundle: Path, dataset_dir: Path, *, split: str = "val", limit: int = 300, threads: int = 2,

@@ -120,11 +120,14 @@ def export_asr_cmd(run_dir: Path = typer.Argument(..., help="a `train asr` run f
                    promote: bool = typer.Option(False, help="put it in production")):
     """Export a recognizer run: the conformer-CTC graph (parity-checked), its LM and lexicon."""
     from omniforge_training.export_asr import export_asr_bundle
-    from omniforge_training.starter.speech import heldout_transcripts
+    from omniforge_training.starter.speech import HELDOUT_FILE, lm_heldout
 
     version = version or (open_registry().next_version(name) if register else "1")
     try:
-        held = set(heldout_transcripts(data)) if data and (Path(data) / "dataset.json").exists() else set()
+        held, source = lm_heldout(data, run_dir)
+        if lm and not source:
+            console.print(f"[yellow]no dataset at {data} and no {HELDOUT_FILE} in {run_dir}: the LM cannot leave "
+                          "out the held-out sentences, so its test WER will read too low[/yellow]")
         bundle = export_asr_bundle(run_dir, omniforge_home() / "build" / f"{name}-{version}", name=name,
                                    version=version, heldout=held, with_lm=lm, log=console.print)
     except (FileNotFoundError, RuntimeError, ValueError) as e:

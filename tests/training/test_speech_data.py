@@ -202,6 +202,10 @@ def fake_pocketsphinx_sdist(path):
     files = {"librivox/fileids": b"book-0870\nbook-0880\n",
              "librivox/book-0870.txt": b"he was not an ill disposed young man\n",
              "librivox/book-0880.txt": b"he might even have been made amiable himself\n",
+             "librivox/book-0870.json": json.dumps({"w": [{"t": "<sil>", "b": 0.0, "d": 0.1}] + [
+                 {"t": w, "b": 0.1 + 0.1 * k, "d": 0.08} for k, w in enumerate("he was not(2) an".split())] + [
+                 {"t": "[NOISE]", "b": 0.5, "d": 0.1}]}).encode(),
+             "librivox/book-0880.json": b'{"w": []}',
              "librivox/book-0870.wav": wav_bytes(clip(0, 16_000, 1.0), 16_000),
              "librivox/book-0880.wav": wav_bytes(clip(1, 16_000, 0.8), 16_000),
              "cards/cards.transcription": b"<s> ten of clubs  </s> (001)\n",
@@ -231,3 +235,25 @@ def test_real_speech_is_laid_out_from_the_pinned_sdist_and_held_out_whole(tmp_pa
     go = next(it for it in ds.items if it["speaker"] == "goforward")
     assert go["seconds"] == pytest.approx(0.7, abs=0.01)                 # raw 16-bit PCM read at 16 kHz
     assert card["licenses"]["librivox"]["license"] == "public domain" and "never train" in card["use"]
+    timed = next(it for it in ds.items if it["id"].endswith("0870"))        # reference word times kept
+    assert [w["word"] for w in timed["words"]] == ["he", "was", "not", "an"] and timed["words"][1]["start"] == 0.2
+
+
+def test_word_times_are_scored_against_reference_times():
+    """`eval speech` aligns the reference words to the recognizer's frames and reports how far each
+    word's start and end land from the reference."""
+    from types import SimpleNamespace
+
+    from omniforge_cli.eval_speech import word_time_errors
+
+    chars = " '" + "abcdefghijklmnopqrstuvwxyz"
+    T, logits = 40, np.zeros((40, len(chars) + 1))
+    logits[:, 0] = 4.0
+    for frame, c in zip((5, 6, 7, 20, 21, 22), "thecat"):                # "the" at frames 5-7, "cat" at 20-22
+        logits[frame, chars.index(c) + 1] = 12.0
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    engine = SimpleNamespace(chars=chars, frame_seconds=0.04)
+    ref = [{"word": "the", "start": 0.2, "end": 0.32}, {"word": "cat", "start": 0.9, "end": 0.92}]
+    errs = word_time_errors(engine, logp, ref)
+    assert errs[0] == pytest.approx((0.0, 0.0)) and errs[1] == pytest.approx((0.1, 0.0))
+    assert word_time_errors(engine, logp[:4], ref) == []                  # cannot fit: the clip is skipped

@@ -36,6 +36,18 @@ def test_the_lm_never_reads_the_held_out_sentences():
     assert not held & seen
 
 
+def test_an_export_without_the_dataset_still_leaves_the_held_out_sentences_out(tmp_path):
+    """Exporting the starter recognizer before (or without) building the speech corpus takes the
+    held-out list the starter carries; a run with neither is reported, never silently leaky."""
+    from omniforge_training.starter.speech import lm_heldout
+
+    if not (STARTER_ASR_DIR / HELDOUT_FILE).exists():
+        pytest.skip("no committed speech starters")
+    held, source = lm_heldout(tmp_path / "no-corpus-yet", STARTER_ASR_DIR)
+    assert source.endswith(HELDOUT_FILE) and len(held) > 300 and "" not in held
+    assert lm_heldout(tmp_path / "no-corpus-yet", tmp_path) == (set(), "")
+
+
 def test_the_warp_study_reads_unseen_voices_through_each_warp(speech_bundles, tiny_speech):
     from omniforge_cli.eval_speech import STUDY_GRID, warp_study
     from omniforge_training.export_asr import DECODING

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .ingest import DataError
-from .speech import build_speech_dataset
+from .speech import build_speech_dataset, content_hash
 
 SDIST = "pocketsphinx-5.1.1.tar.gz"
 SDIST_SHA256 = "675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355"
@@ -84,8 +84,18 @@ def _flac(data: bytes, *, raw_rate: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def recordings(tar: tarfile.TarFile) -> dict[str, list[tuple[str, bytes, str]]]:
-    """{set: [(utterance id, FLAC bytes, transcript)]} read from the sdist's test data."""
+def reference_words(alignment: dict) -> list[dict]:
+    """pocketsphinx's word alignment of a LibriVox clip ({"w": [{"t", "b", "d"}]}) -> [{word, start, end}]
+    without silences and noises ("than(2)", a pronunciation variant, is the word "than")."""
+    return [{"word": w["t"].split("(")[0], "start": round(w["b"], 3), "end": round(w["b"] + w["d"], 3)}
+            for w in alignment["w"] if not w["t"].startswith(("<", "["))]
+
+
+def recordings(tar: tarfile.TarFile, words: dict[str, list[dict]] | None = None
+               ) -> dict[str, list[tuple[str, bytes, str]]]:
+    """{set: [(utterance id, FLAC bytes, transcript)]} read from the sdist's test data; `words`, if
+    given, receives the reference word times where the sdist has them (the LibriVox clips)."""
+    words = {} if words is None else words
 
     def read(name: str) -> bytes:
         member = tar.extractfile(f"{ROOT}/{name}")
@@ -97,6 +107,7 @@ def recordings(tar: tarfile.TarFile) -> dict[str, list[tuple[str, bytes, str]]]:
     for uid in read("librivox/fileids").decode().split():
         text = read(f"librivox/{uid}.txt").decode("utf-8").strip()
         out["librivox"].append((uid.rsplit("-", 1)[-1], _flac(read(f"librivox/{uid}.wav")), text))
+        words[f"librivox-1-{uid.rsplit('-', 1)[-1]}"] = reference_words(json.loads(read(f"librivox/{uid}.json")))
     for line in read("cards/cards.transcription").decode("utf-8").splitlines():
         m = re.match(r"\s*<s>(.*)</s>\s*\((\w+)\)", line)
         if m:
@@ -118,8 +129,9 @@ def build_real_speech(out: Path, *, sdist: Path | None = None, cache: Path | Non
         raise DataError(f"{sdist} has sha256 {digest[:16]}..., not the pinned {SDIST_SHA256[:16]}... of {SDIST}")
     with tempfile.TemporaryDirectory() as tmp:
         # a LibriSpeech folder: <set>/1/<set>-1.trans.txt beside <set>-1-<utterance>.flac
+        timed: dict[str, list[dict]] = {}
         with tarfile.open(sdist) as tar:
-            sets = recordings(tar)
+            sets = recordings(tar, timed)
         for name, rows in sets.items():
             chapter = Path(tmp) / name / "1"
             chapter.mkdir(parents=True)
@@ -131,6 +143,15 @@ def build_real_speech(out: Path, *, sdist: Path | None = None, cache: Path | Non
             (chapter / f"{name}-1.trans.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         card = build_speech_dataset(tmp, Path(out), name="real-speech", heldout_speakers=tuple(sets),
                                     log=log, progress=progress)
+    # the LibriVox clips carry reference word times (pocketsphinx's forced alignment) for `eval speech`
+    items = [json.loads(line) for line in (Path(out) / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    for it in items:
+        if it["id"] in timed:
+            it["words"] = timed[it["id"]]
+    (Path(out) / "items.jsonl").write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items),
+                                           encoding="utf-8")
+    card["content_hash"] = content_hash(Path(out), items)
+    card["word_times"] = "pocketsphinx 5.1.1's forced alignment of the LibriVox clips (items' `words`)"
     card["sources"] = [{"package": "pocketsphinx==5.1.1", "file": SDIST, "sha256": SDIST_SHA256,
                         "members": f"{ROOT}/librivox, cards, goforward.raw", "format": "librispeech"}]
     card["licenses"] = LICENSES

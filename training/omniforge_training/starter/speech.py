@@ -33,6 +33,17 @@ def heldout_transcripts(dataset_dir: Path) -> list[str]:
     return sorted({it.get("transcript") or transcript(it["text"]) for it in ds.items if it["split"] != "train"})
 
 
+def lm_heldout(dataset_dir: Path | None, run_dir: Path) -> tuple[set[str], str]:
+    """The sentences a recognizer's LM must leave out, and where they came from: the val/test
+    transcripts of its speech dataset, else the list a starter folder carries, else none ("")."""
+    if dataset_dir and (Path(dataset_dir) / "dataset.json").exists():
+        return set(heldout_transcripts(dataset_dir)), str(dataset_dir)
+    listed = Path(run_dir) / HELDOUT_FILE
+    if listed.exists():
+        return set(listed.read_text(encoding="utf-8").splitlines()) - {""}, str(listed)
+    return set(), ""
+
+
 def package_asr_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_ASR_DIR,
                         evaluation: dict | None = None) -> dict:
     """`evaluation`: what `omniforge eval speech` measured on the exported bundle (greedy and LM)."""
