@@ -225,7 +225,7 @@ def test_real_speech_is_laid_out_from_the_pinned_sdist_and_held_out_whole(tmp_pa
     sdist = fake_pocketsphinx_sdist(tmp_path / "pocketsphinx-5.1.1.tar.gz")
     with pytest.raises(DataError, match="not the pinned"):          # not the file it claims to be
         real_speech.build_real_speech(tmp_path / "out", sdist=sdist, progress=False, log=print)
-    monkeypatch.setattr(real_speech, "SDIST_SHA256", real_speech._sha256(sdist))
+    monkeypatch.setattr(real_speech, "SDIST_SHA256", real_speech.sha256_file(sdist))
     card = real_speech.build_real_speech(tmp_path / "out", sdist=sdist, progress=False, log=print)
     ds = check(card, tmp_path / "out", 4)
     assert card["splits"] == {"train": 0, "val": 0, "test": 4}          # for measuring only

@@ -15,7 +15,6 @@ as a LibriSpeech folder and ingests that like any user corpus (`build_speech_dat
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -27,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from omniforge_shared.bundle import sha256_file
 
 from .ingest import DataError
 from .speech import build_speech_dataset, content_hash
@@ -44,7 +45,7 @@ LICENSES = {
 def fetch_sdist(dest: Path, *, index: str = INDEX, log=print) -> Path:
     """Download the pinned sdist from a PEP 503 simple index (as pip would) into `dest`."""
     path = Path(dest) / SDIST
-    if path.exists() and _sha256(path) == SDIST_SHA256:
+    if path.exists() and sha256_file(path) == SDIST_SHA256:
         return path
     try:
         page = urllib.request.urlopen(index, timeout=60).read().decode("utf-8", "replace")
@@ -61,14 +62,6 @@ def fetch_sdist(dest: Path, *, index: str = INDEX, log=print) -> Path:
         shutil.copyfileobj(r, f, 1 << 20)
     part.replace(path)
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _flac(data: bytes, *, raw_rate: int | None = None) -> bytes:
@@ -124,7 +117,7 @@ def build_real_speech(out: Path, *, sdist: Path | None = None, cache: Path | Non
     sdist = Path(sdist)
     if not sdist.is_file():
         raise DataError(f"{sdist} does not exist; pass the downloaded {SDIST}")
-    digest = _sha256(sdist)
+    digest = sha256_file(sdist)
     if digest != SDIST_SHA256:
         raise DataError(f"{sdist} has sha256 {digest[:16]}..., not the pinned {SDIST_SHA256[:16]}... of {SDIST}")
     with tempfile.TemporaryDirectory() as tmp:
