@@ -84,11 +84,9 @@ def reference_words(alignment: dict) -> list[dict]:
             for w in alignment["w"] if not w["t"].startswith(("<", "["))]
 
 
-def recordings(tar: tarfile.TarFile, words: dict[str, list[dict]] | None = None
-               ) -> dict[str, list[tuple[str, bytes, str]]]:
-    """{set: [(utterance id, FLAC bytes, transcript)]} read from the sdist's test data; `words`, if
-    given, receives the reference word times where the sdist has them (the LibriVox clips)."""
-    words = {} if words is None else words
+def recordings(tar: tarfile.TarFile) -> dict[str, list[tuple[str, bytes, str, list[dict] | None]]]:
+    """{set: [(utterance id, FLAC bytes, transcript, reference word times or None)]} read from the
+    sdist's test data (only the LibriVox clips come with word times)."""
 
     def read(name: str) -> bytes:
         member = tar.extractfile(f"{ROOT}/{name}")
@@ -96,16 +94,17 @@ def recordings(tar: tarfile.TarFile, words: dict[str, list[dict]] | None = None
             raise DataError(f"{SDIST} has no {ROOT}/{name}")
         return member.read()
 
-    out: dict[str, list[tuple[str, bytes, str]]] = {"librivox": [], "cards": [], "goforward": []}
+    out: dict[str, list[tuple[str, bytes, str, list[dict] | None]]] = {"librivox": [], "cards": [], "goforward": []}
     for uid in read("librivox/fileids").decode().split():
         text = read(f"librivox/{uid}.txt").decode("utf-8").strip()
-        out["librivox"].append((uid.rsplit("-", 1)[-1], _flac(read(f"librivox/{uid}.wav")), text))
-        words[f"librivox-1-{uid.rsplit('-', 1)[-1]}"] = reference_words(json.loads(read(f"librivox/{uid}.json")))
+        words = reference_words(json.loads(read(f"librivox/{uid}.json")))
+        out["librivox"].append((uid.rsplit("-", 1)[-1], _flac(read(f"librivox/{uid}.wav")), text, words))
     for line in read("cards/cards.transcription").decode("utf-8").splitlines():
         m = re.match(r"\s*<s>(.*)</s>\s*\((\w+)\)", line)
         if m:
-            out["cards"].append((m.group(2), _flac(read(f"cards/{m.group(2)}.wav")), " ".join(m.group(1).split())))
-    out["goforward"].append(("0001", _flac(read("goforward.raw"), raw_rate=16_000), "go forward ten meters"))
+            text = " ".join(m.group(1).split())
+            out["cards"].append((m.group(2), _flac(read(f"cards/{m.group(2)}.wav")), text, None))
+    out["goforward"].append(("0001", _flac(read("goforward.raw"), raw_rate=16_000), "go forward ten meters", None))
     return out
 
 
@@ -124,15 +123,17 @@ def build_real_speech(out: Path, *, sdist: Path | None = None, cache: Path | Non
         # a LibriSpeech folder: <set>/1/<set>-1.trans.txt beside <set>-1-<utterance>.flac
         timed: dict[str, list[dict]] = {}
         with tarfile.open(sdist) as tar:
-            sets = recordings(tar, timed)
+            sets = recordings(tar)
         for name, rows in sets.items():
             chapter = Path(tmp) / name / "1"
             chapter.mkdir(parents=True)
             lines = []
-            for uid, flac, text in rows:
+            for uid, flac, text, words in rows:
                 key = f"{name}-1-{uid}"
                 (chapter / f"{key}.flac").write_bytes(flac)
                 lines.append(f"{key} {text}")
+                if words:
+                    timed[key] = words
             (chapter / f"{name}-1.trans.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         card = build_speech_dataset(tmp, Path(out), name="real-speech", heldout_speakers=tuple(sets),
                                     log=log, progress=progress)
