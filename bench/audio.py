@@ -31,9 +31,9 @@ def _speech_bundles() -> tuple[Path, Path]:
 
     from omniforge_training.export_asr import export_asr_bundle
     from omniforge_training.export_tts import export_tts_bundle
-    from omniforge_training.starter.speech import HELDOUT_FILE, STARTER_ASR_DIR, STARTER_TTS_DIR
+    from omniforge_training.starter.speech import STARTER_ASR_DIR, STARTER_TTS_DIR, listed_heldout
 
-    held = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n"))
+    held = listed_heldout(STARTER_ASR_DIR)
     asr = _exported("asr", STARTER_ASR_DIR, export=lambda out: export_asr_bundle(
         STARTER_ASR_DIR, out, name="asr-starter", version="bench", heldout=held, log=lambda m: None))
     m = json.loads((STARTER_TTS_DIR / "manifest.json").read_text())

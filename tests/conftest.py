@@ -230,13 +230,13 @@ def speech_bundles(tmp_path_factory):
     """The committed recognizer (with its word LM) and voice, exported as `omniforge bootstrap` does."""
     from omniforge_training.export_asr import export_asr_bundle
     from omniforge_training.export_tts import export_tts_bundle
-    from omniforge_training.starter.speech import HELDOUT_FILE, STARTER_ASR_DIR, STARTER_TTS_DIR
+    from omniforge_training.starter.speech import STARTER_ASR_DIR, STARTER_TTS_DIR, listed_heldout
     import json as _json
 
     if not (STARTER_ASR_DIR / "manifest.json").exists() or not (STARTER_TTS_DIR / "manifest.json").exists():
         pytest.skip("no committed speech starters")
     root = tmp_path_factory.mktemp("speech-bundles")
-    held = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text().split("\n"))
+    held = listed_heldout(STARTER_ASR_DIR)
     asr = export_asr_bundle(STARTER_ASR_DIR, root / "asr", name="asr-starter", version="1", heldout=held,
                             log=lambda m: None)
     m = _json.loads((STARTER_TTS_DIR / "manifest.json").read_text())

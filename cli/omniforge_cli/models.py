@@ -85,13 +85,13 @@ def _bootstrap_audio(force: bool) -> None:
     """The recognizer (its word LM built here from the starter text corpus) and the voice."""
     from omniforge_training.export_asr import export_asr_bundle
     from omniforge_training.export_tts import export_tts_bundle
-    from omniforge_training.starter.speech import (HELDOUT_FILE, STARTER_ASR_DIR, STARTER_ASR_NAME, STARTER_TTS_DIR,
-                                                   STARTER_TTS_NAME)
+    from omniforge_training.starter.speech import (STARTER_ASR_DIR, STARTER_ASR_NAME, STARTER_TTS_DIR, STARTER_TTS_NAME,
+                                                   listed_heldout)
 
     registry = open_registry()
     if (STARTER_ASR_DIR / "manifest.json").exists():
         version = json.loads((STARTER_ASR_DIR / "manifest.json").read_text())["version"]
-        heldout = set((STARTER_ASR_DIR / HELDOUT_FILE).read_text(encoding="utf-8").split("\n"))
+        heldout = listed_heldout(STARTER_ASR_DIR)
         _register_starter(registry, STARTER_ASR_NAME, version, force, lambda out: export_asr_bundle(
             STARTER_ASR_DIR, out, name=STARTER_ASR_NAME, version=version, heldout=heldout, log=console.print))
     else:

@@ -33,6 +33,11 @@ def heldout_transcripts(dataset_dir: Path) -> list[str]:
     return sorted({it.get("transcript") or transcript(it["text"]) for it in ds.items if it["split"] != "train"})
 
 
+def listed_heldout(folder: Path) -> set[str]:
+    """The held-out sentences a starter folder lists (`heldout_transcripts.txt`)."""
+    return set((Path(folder) / HELDOUT_FILE).read_text(encoding="utf-8").splitlines()) - {""}
+
+
 def lm_heldout(dataset_dir: Path | None, run_dir: Path) -> tuple[set[str], str]:
     """The sentences a recognizer's LM must leave out, and where they came from: the val/test
     transcripts of its speech dataset, else the list a starter folder carries, else none ("")."""
@@ -40,7 +45,7 @@ def lm_heldout(dataset_dir: Path | None, run_dir: Path) -> tuple[set[str], str]:
         return set(heldout_transcripts(dataset_dir)), str(dataset_dir)
     listed = Path(run_dir) / HELDOUT_FILE
     if listed.exists():
-        return set(listed.read_text(encoding="utf-8").splitlines()) - {""}, str(listed)
+        return listed_heldout(run_dir), str(listed)
     return set(), ""
 
 
