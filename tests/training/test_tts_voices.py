@@ -118,7 +118,9 @@ def test_the_vocoder_fine_tunes_on_the_acoustic_models_own_mels(tiny_speech, tmp
                 batch_size=8, eval_interval=0, threads=1, warmup_steps=1)
     before = train_vocoder(VocoderTrainConfig(out=str(tmp_path / "a"), max_steps=1, lr=1e-9, **base),
                            progress=False, log=lambda m: None)
-    after = train_vocoder(VocoderTrainConfig(out=str(tmp_path / "b"), max_steps=25, lr=5e-4, gta_share=1.0, **base),
+    # lr 1e-4: the gain is ~0.02 over seeds; at 5e-4 the first Adam steps overshoot and it shrank to
+    # ~0.003, inside the spread between two builds of the synthesised fixture
+    after = train_vocoder(VocoderTrainConfig(out=str(tmp_path / "b"), max_steps=25, lr=1e-4, gta_share=1.0, **base),
                           progress=False, log=lambda m: None)
     assert after["gta_utterances"] > 0
     assert after["quality"]["val_gta_mel_l1"] < before["quality"]["val_gta_mel_l1"], (before["quality"], after["quality"])
