@@ -56,6 +56,20 @@ def test_beam_search_with_the_lm_fixes_misheard_spellings(tmp_path):
     assert decoder(logp) == "the capital of france is paris"
 
 
+def test_a_word_the_lm_text_never_used_can_still_be_written(tmp_path):
+    """Words of the lexicon's word list enter the LM with the uniform share of unigram mass: a
+    clearly said word that the LM text lacks comes out spelled right instead of as its neighbours."""
+    from omniforge_training.ngram_lm import train_kneser_ney, write_arpa
+
+    corpus = ["he was an able man", "he was a man", "an able woman was here"] * 5
+    for extra, want in (((), False), (("amiable",), True)):
+        write_arpa(train_kneser_ney([s.split() for s in corpus], 3, extra_vocab=extra), tmp_path / "lm.arpa")
+        lexicon = sorted({w for s in corpus for w in s.split()} | set(extra))
+        decoder = BeamDecoder(CHARS, lexicon, tmp_path / "lm.arpa", beam=16)
+        heard = decoder(emissions("he was an amiable man", frames_per_char=4, noise=0.5))
+        assert ("amiable" in heard.split()) is want, heard
+
+
 def test_beam_search_keeps_a_weakly_said_last_word(tmp_path):
     """The end of the audio ends the last word: without a word boundary after its letters the
     lexicon search used to end on the previous word and drop it."""

@@ -99,3 +99,23 @@ def test_a_recognizer_starter_trained_further_records_its_lineage(tmp_path, tiny
     assert m["total_steps"] == 5
     assert m["total_wall_s"] == pytest.approx(first["wall_s"] + second["wall_s"], abs=0.2)
     assert "trained_from" not in package_asr_starter(tmp_path / "a", tiny_speech, version="1", out=tmp_path / "fresh")
+
+
+def test_a_stopped_recognizer_run_resumes_exactly(tmp_path, tiny_speech):
+    """Augmented batches are made a step ahead in a background thread and dropout draws its own
+    masks: a run stopped at step 3 and started again ends with the weights of one that never stopped."""
+    import torch
+    from safetensors.torch import load_file
+
+    from omniforge_training.train_asr import ASRTrainConfig, train_asr
+
+    small = {k: v for k, v in SMALL_ASR.items() if k not in ("language_model",)}
+    small.update(max_steps=6, checkpoint_interval=1, augment=True)
+    quiet = {"progress": False, "log": lambda m: None}
+    straight = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "a"), **small), **quiet)
+    stopped = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "b"), **small),
+                        on_step=lambda report: report.step < 3, **quiet)
+    resumed = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "b"), **small), **quiet)
+    assert stopped["steps"] == 3 and resumed["steps"] == straight["steps"] == 6
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

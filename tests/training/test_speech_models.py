@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omniforge_training.checkpoint import save_weights
-from omniforge_training.models.conformer import ASRConfig, ConformerCTC, encode_text, out_lengths
+from omniforge_training.models.conformer import ASRConfig, ConformerCTC, Dropout, encode_text, out_lengths
 from omniforge_training.models.fastspeech import FastSpeech, TTSConfig, regulate
 from omniforge_training.models.vocoder import InverseSTFT, Vocoder, VocoderConfig
 
@@ -32,6 +32,16 @@ def test_conformer_output_length_and_padding_do_not_change_an_utterance():
         alone, k = model(x[:, :n], torch.tensor([n]))
         batch, _ = model(torch.cat([padded, torch.randn(1, 300, 80)]), torch.tensor([n, 300]))
         assert torch.allclose(alone[0, :int(k)], batch[0, :int(k)], atol=1e-4), n
+
+
+def test_the_recognizers_dropout_drops_its_share_and_keeps_the_mean():
+    drop = Dropout(0.1)
+    x = torch.ones(64, 100, 144)
+    y = drop(x)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - 0.1) < 0.005 and abs(float(y.mean()) - 1.0) < 0.01
+    assert not torch.equal(y, drop(x))                       # a fresh mask each call
+    assert torch.equal(drop.eval()(x), x)
 
 
 def test_text_encoding_keeps_only_known_characters():
@@ -106,3 +116,13 @@ def test_tts_export_matches_torch(tmp_path):
                                log=lambda m: None)
     assert bundle.task == "text-to-speech" and bundle.manifest["voices"][0]["id"] == "joe"
     assert max(v for k, v in bundle.manifest["metrics"].items() if k.startswith("parity")) < 2e-3
+
+
+def test_the_lexicon_word_list_keeps_plain_lowercase_words(tmp_path):
+    from omniforge_training.export_asr import dictionary_words
+
+    words = tmp_path / "words"
+    words.write_text("Amiable\namiable\ncat's\nO'Brien's\nnaïve\nX-ray\nspades\n", encoding="utf-8")
+    assert dictionary_words(words, log=lambda m: None) == ["amiable", "cat's", "spades"]
+    said = []
+    assert dictionary_words(tmp_path / "missing", log=said.append) == [] and "wamerican" in said[0]

@@ -25,8 +25,11 @@ def _discounts(counts: Counter) -> tuple[float, float, float]:
     return tuple(min(max(x, 0.05), k + 0.0) for x, k in zip(d, (1, 2, 3)))
 
 
-def train_kneser_ney(sentences: Iterable[list[str]], order: int = 3, *, min_count: int = 1) -> dict:
-    """-> {"order", "vocab", "grams": [ {ngram tuple: (log10 prob, log10 backoff)} per order ]}."""
+def train_kneser_ney(sentences: Iterable[list[str]], order: int = 3, *, min_count: int = 1,
+                     extra_vocab: Iterable[str] = ()) -> dict:
+    """-> {"order", "vocab", "grams": [ {ngram tuple: (log10 prob, log10 backoff)} per order ]}.
+    `extra_vocab`: words the text never uses that the model should still predict; like every
+    word, they get the uniform share of the unigram interpolation (and nothing more)."""
     counts = [Counter() for _ in range(order)]
     for words in sentences:
         seq = [BOS] + list(words) + [EOS]
@@ -44,7 +47,7 @@ def train_kneser_ney(sentences: Iterable[list[str]], order: int = 3, *, min_coun
                 adjusted[n - 1][g] = c
     if min_count > 1 and order > 1:                     # prune rare top-order n-grams (keeps the file small)
         adjusted[-1] = Counter({g: c for g, c in counts[-1].items() if c >= min_count})
-    vocab = sorted({g[0] for g in counts[0]} | {UNK, BOS, EOS})
+    vocab = sorted({g[0] for g in counts[0]} | set(extra_vocab) | {UNK, BOS, EOS})
     probs: list[dict] = [dict() for _ in range(order)]
     backoff: list[dict] = [defaultdict(float) for _ in range(order)]
     # unigrams: interpolate with uniform

@@ -65,6 +65,28 @@ def out_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return lengths
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose keep mask comes from random bytes, eight to one 64-bit draw: on CPU,
+    `nn.Dropout`'s Bernoulli draw was a fifth of a training step's time; this is a quarter of its
+    cost. The drop rate is rounded to 1/256 (0.1 -> 0.1016) and the scale follows it."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.threshold = round(p * 256)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        n = x.numel()
+        draws = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
+        keep = draws.view(torch.uint8)[:n].view(x.shape) >= self.threshold
+        return x * keep * (256.0 / (256 - self.threshold))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Subsampling(nn.Module):
     def __init__(self, cfg: ASRConfig) -> None:
         super().__init__()
@@ -76,7 +98,8 @@ class Subsampling(nn.Module):
         self.out = nn.Linear(c * freq, cfg.d_model)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:   # (B, T, F) -> (B, T/4, d)
-        x = F.relu(self.conv1(x.unsqueeze(1)))
+        # channels last: the depthwise convolution's backward pass runs ~3x faster on CPU in this layout
+        x = F.relu(self.conv1(x.unsqueeze(1).contiguous(memory_format=torch.channels_last)))
         if lengths is not None:            # what the first stride made of padding must not reach the second
             half = (lengths + 1) // 2
             x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < half[:, None]).to(x.dtype)[:, None, :, None]
@@ -100,7 +123,7 @@ class FeedForward(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.up = nn.Linear(d, d * mult)
         self.down = nn.Linear(d * mult, d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x):
         return self.drop(self.down(self.drop(F.silu(self.up(self.norm(x))))))
@@ -113,7 +136,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
         self.heads = heads
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x, bias):                                  # bias: (B, 1, 1, T) 0 / -inf-ish
         b, t, d = x.shape
@@ -148,14 +171,14 @@ class ConvModule(nn.Module):
         self.dw = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
         self.norm2 = MaskedNorm(d)            # batch statistics (BatchNorm) would see the padding
         self.pw2 = nn.Conv1d(d, d, 1)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x, keep):                                  # keep: (B, T, 1) 1 for real frames
-        y = self.norm(x).transpose(1, 2)
-        k = keep.transpose(1, 2)
-        y = F.glu(self.pw1(y), dim=1) * k                        # padded frames must not leak into the convolution
-        y = self.pw2(F.silu(self.norm2(self.dw(y), k)))
-        return self.drop(y.transpose(1, 2))
+        # the pointwise convolutions run as matrix products on (B, T, C): no transposes around them
+        y = F.glu(F.linear(self.norm(x), self.pw1.weight[..., 0], self.pw1.bias), dim=-1) * keep
+        k = keep.transpose(1, 2)                                 # padded frames must not leak into the convolution
+        y = F.silu(self.norm2(self.dw(y.transpose(1, 2)), k)).transpose(1, 2)
+        return self.drop(F.linear(y, self.pw2.weight[..., 0], self.pw2.bias))
 
 
 class ConformerBlock(nn.Module):
@@ -192,7 +215,7 @@ class ConformerCTC(nn.Module):
         super().__init__()
         self.config = cfg
         self.subsample = Subsampling(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
 
