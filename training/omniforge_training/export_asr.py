@@ -73,13 +73,12 @@ def dictionary_words(path: Path = DICTIONARY, *, log=print) -> list[str]:
     return sorted(w for w in words if re.fullmatch(r"[a-z]+('[a-z]+)?", w))
 
 
-def build_lm(out: Path, held: set[str], *, order: int = 3, min_count: int = 2, dictionary: bool = True,
-             log=print) -> dict:
+def build_lm(out: Path, held: set[str], *, order: int = 3, min_count: int = 2, log=print) -> dict:
     from .ngram_lm import train_kneser_ney, write_arpa
 
     t0 = time.time()
     sentences = lm_sentences(held)
-    extra = dictionary_words(log=log) if dictionary else []
+    extra = dictionary_words(log=log)
     lm = train_kneser_ney(sentences, order=order, min_count=min_count, extra_vocab=extra)
     write_arpa(lm, Path(out) / "lm.arpa")
     words = [w for w in lm["vocab"] if not w.startswith("<")]
