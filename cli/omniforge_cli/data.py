@@ -141,6 +141,32 @@ def data_starter_speech(out: Path = typer.Option(Path("data/starter-speech"), he
     console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
 
 
+@app.command("festival-speech")
+def data_festival_speech(out: Path = typer.Option(Path("data/festival-speech"), help="output folder"),
+                         starter: Path = typer.Option(Path("data/starter-speech"),
+                                                      help="the starter corpus: its split is followed, its sentences left out"),
+                         voices: str = typer.Option("ked", help="comma-separated festival voices"),
+                         wiki: int = typer.Option(1600, help="Wikipedia lead sentences"),
+                         everyday: int = typer.Option(500, help="everyday sentences from templates"),
+                         workers: int = typer.Option(2, help="festival processes"),
+                         register: bool = typer.Option(True, help="register the dataset")):
+    """Festival's diphone voice ked speaking new training sentences: more recognizer training data
+    (`omniforge train asr --extra-data data/festival-speech`)."""
+    from omniforge_training.data.festival import build_festival_speech
+    from omniforge_training.data.ingest import DataError
+
+    try:
+        manifest = build_festival_speech(out, starter=starter if starter.exists() else None,
+                                         voices=tuple(v.strip() for v in voices.split(",") if v.strip()),
+                                         n_wiki=wiki, n_everyday=everyday, workers=workers, log=console.print)
+    except DataError as e:
+        fail(str(e))
+    if register:
+        row = open_registry().register_dataset(out, name="festival-speech")
+        console.print(f"registered dataset {row.name}:{row.version}")
+    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
+
+
 @app.command("real-speech")
 def data_real_speech(out: Path = typer.Option(Path("data/real-speech"), help="output folder"),
                      sdist: Path = typer.Option(None, help="a downloaded pocketsphinx-5.1.1.tar.gz (default: fetch it "

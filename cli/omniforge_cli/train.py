@@ -211,6 +211,8 @@ def train_asr_cmd(
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     init: Optional[Path] = typer.Option(None, help="start from these weights, e.g. the committed starter "
                                                     "(training/omniforge_training/starter/asr) to train it further"),
+    extra_data: list[Path] = typer.Option([], help="another speech dataset whose train split joins training "
+                                          "(repeatable), e.g. data/festival-speech"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Train the conformer-CTC recognizer; prints WER/CER on the test split (held-out voice apart)."""
@@ -220,7 +222,7 @@ def train_asr_cmd(
     cfg = ASRTrainConfig(data=str(data), out=str(out), d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                          batch_seconds=batch_seconds, max_steps=max_steps, lr=lr, augment=augment,
                          eval_interval=eval_interval, seed=seed, threads=threads, resume=resume,
-                         init=str(init) if init else "")
+                         init=str(init) if init else "", extra_data=[str(p) for p in extra_data])
     try:
         summary = train_asr(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

@@ -172,6 +172,31 @@ def test_the_starter_speech_corpus_is_synthesised_with_a_held_out_voice(tmp_path
     assert len({it["speaker"] for it in ds.items}) >= 4
 
 
+def test_festival_speaks_new_training_sentences_only(tmp_path, tiny_speech):
+    """ked speaks sentences the starter corpus does not have, every one of them a training
+    sentence under the starter's split; each with its own stretch and pitch; the held-out voice is refused."""
+    from omniforge_training.data.festival import build_festival_speech
+    from omniforge_training.data.speech import text_split
+    from omniforge_training.data.starter_speech import transcript
+
+    starter = load_speech(tiny_speech)
+    card = build_festival_speech(tmp_path / "fs", starter=tiny_speech, n_wiki=6, n_everyday=3, workers=1,
+                                 progress=False, log=lambda m: None)
+    ds = load_speech(tmp_path / "fs")
+    assert card["counts"]["utterances"] == 9 and card["sample_rate"] == 16_000 and card["speakers"] == ["ked"]
+    assert {it["split"] for it in ds.items} == {"train"}
+    assert all(text_split(it["text"], seed=starter.manifest["split"]["seed"]) == "train" for it in ds.items)
+    assert not {it["text"].lower() for it in ds.items} & {it["text"].lower() for it in starter.items}
+    assert all(it["transcript"] == transcript(it["text"]) for it in ds.items)
+    assert len({(it["duration_stretch"], it["f0_mean"]) for it in ds.items}) > 5
+    for it in ds.items:
+        x = ds.audio(it)
+        words = len(it["transcript"].split())
+        assert 0.15 * words < len(x) / 16_000 < 1.0 * words + 1 and np.abs(x).max() > 0.1
+    with pytest.raises(DataError, match="festival voice"):
+        build_festival_speech(tmp_path / "x", voices=("slt",), n_wiki=1, n_everyday=0, progress=False)
+
+
 def test_the_image_captions_are_spoken_with_the_image_sets_split(tmp_path, tiny_images):
     """The audio tower's queries: each concept's caption spoken, its split that of the image set."""
     from omniforge_training.data.starter_speech import build_spoken_captions

@@ -80,6 +80,34 @@ def test_a_recognizer_can_be_trained_further_from_its_weights(tmp_path, tiny_spe
                   progress=False, log=lambda m: None)
 
 
+def test_a_recognizer_trains_on_extra_speech_datasets(tmp_path, tiny_speech):
+    """`--extra-data`: another dataset's training utterances join the batches; its held-out voice never does."""
+    from omniforge_training.data.speech import SpeechWriter, load_speech
+    from omniforge_training.train_asr import ASRTrainConfig, train_asr
+
+    starter = load_speech(tiny_speech)
+
+    def extra(path, speaker):
+        w = SpeechWriter(path, sample_rate=16_000)
+        for k, it in enumerate(starter.split("train")[:5]):
+            w.add(f"x{k}", starter.audio(it)[::2].copy(), it["text"], speaker, "train", transcript=it["transcript"])
+        w.finish({"name": f"extra-{speaker}"})
+        return str(path)
+
+    small = {k: v for k, v in SMALL_ASR.items() if k not in ("language_model", "eval_interval")}
+    small.update(max_steps=1, augment=False, eval_interval=0)
+    alone = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "a"), **small), progress=False,
+                      log=lambda m: None)
+    more = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "b"),
+                                    extra_data=[extra(tmp_path / "e", "other")], **small), progress=False,
+                     log=lambda m: None)
+    assert more["extra_datasets"][0]["utterances"] == 5 and more["extra_datasets"][0]["name"] == "extra-other"
+    assert more["train_hours"] > alone["train_hours"]
+    with pytest.raises(ValueError, match="held-out voice"):
+        train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "c"),
+                                 extra_data=[extra(tmp_path / "h", "slt")], **small), progress=False, log=lambda m: None)
+
+
 def test_a_recognizer_starter_trained_further_records_its_lineage(tmp_path, tiny_speech):
     """Packaging a run that started from a starter keeps what that starter was (version, steps,
     served quality) and the steps and wall time of the whole lineage."""

@@ -56,6 +56,7 @@ class ASRTrainConfig:
     threads: int = 2
     resume: bool = True
     init: str = ""                     # start from these weights (a run or the starter) unless a checkpoint resumes
+    extra_data: list[str] = field(default_factory=list)   # more speech datasets whose train splits join training
 
 
 def transcript_of(item: dict) -> str:
@@ -80,6 +81,11 @@ class AudioBank:
 
     def seconds(self, i: int) -> float:
         return (self.offsets[i + 1] - self.offsets[i]) / 16_000
+
+
+def join_banks(a: AudioBank, b: AudioBank) -> AudioBank:
+    return AudioBank(np.concatenate([a.pcm, b.pcm]), np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]),
+                     a.items + b.items)
 
 
 def load_bank(ds: SpeechDataset, items: list[dict], cache: Path, *, log=print, progress: bool = True) -> AudioBank:
@@ -220,6 +226,19 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     melcfg = MelConfig(sample_rate=mcfg.sample_rate, n_fft=mcfg.n_fft, hop=mcfg.hop, n_mels=mcfg.n_mels)
     mel = LogMel(melcfg)
     train = load_bank(ds, train_items, out / "cache" / "train.npz", log=log, progress=progress)
+    extras = []
+    for k, path in enumerate(cfg.extra_data):
+        extra = load_speech(Path(path))
+        items = [it for it in extra.split("train") if ok(it)]
+        if heldout & {it["speaker"] for it in items}:
+            raise ValueError(f"{path} holds the held-out voice {sorted(heldout)}: it must never be trained on")
+        if not items:
+            raise ValueError(f"{path} has no training utterances under {cfg.max_utterance_seconds} s")
+        train = join_banks(train, load_bank(extra, items, out / "cache" / f"extra{k}.npz", log=log, progress=progress))
+        extras.append({"name": extra.manifest.get("name"), "content_hash": extra.manifest["content_hash"],
+                       "utterances": len(items)})
+        log(f"{path}: {len(items)} more training utterances ({extra.manifest.get('name')})")
+    train_items = train.items
     val = load_bank(ds, val_items, out / "cache" / "val.npz", log=log, progress=progress)
     batches = length_buckets([train.seconds(i) for i in range(len(train.items))], cfg.batch_seconds)
     acfg = AugmentConfig(**cfg.augment_config)
@@ -287,6 +306,7 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     summary = {"recipe": "asr", "steps": step, "max_steps": cfg.max_steps, "wall_s": round(wall, 1),
                "params": sum(p.numel() for p in model.parameters()), "final_loss": loss_ema, "quality": quality,
                "history": history, "dataset": ds.manifest.get("name"), "dataset_hash": ds.manifest["content_hash"],
+               "extra_datasets": extras,
                "train_hours": round(len(train.pcm) / 16_000 / 3600, 3), "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

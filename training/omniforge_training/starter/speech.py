@@ -73,7 +73,8 @@ def package_asr_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: 
     m = load_speech(Path(dataset_dir)).manifest
     manifest = {"name": STARTER_ASR_NAME, "version": version, "recipe": "asr", "config": config,
                 "data": {"dataset": m["name"], "content_hash": m["content_hash"], "counts": m["counts"],
-                         "heldout_speakers": m["split"]["heldout_speakers"]},
+                         "heldout_speakers": m["split"]["heldout_speakers"],
+                         "extra_training_data": summary.get("extra_datasets", [])},
                 "quality": {k: v for k, v in summary["quality"].items() if k != "examples"},
                 "examples": summary["quality"].get("examples", []), "wall_s": summary["wall_s"],
                 "steps": summary["steps"], "train_hours": summary.get("train_hours"), "params": summary["params"],
