@@ -81,7 +81,8 @@ def test_a_recognizer_can_be_trained_further_from_its_weights(tmp_path, tiny_spe
 
 
 def test_a_recognizer_trains_on_extra_speech_datasets(tmp_path, tiny_speech):
-    """`--extra-data`: another dataset's training utterances join the batches; its held-out voice never does."""
+    """`--extra-data`: another dataset's training utterances join the batches; the held-out voice never does,
+    nor any utterance of a validation or test sentence."""
     from omniforge_training.data.speech import SpeechWriter, load_speech
     from omniforge_training.train_asr import ASRTrainConfig, train_asr
 
@@ -89,7 +90,7 @@ def test_a_recognizer_trains_on_extra_speech_datasets(tmp_path, tiny_speech):
 
     def extra(path, speaker):
         w = SpeechWriter(path, sample_rate=16_000)
-        for k, it in enumerate(starter.split("train")[:5]):
+        for k, it in enumerate(starter.split("train")[:5] + starter.split("test")[:2]):
             w.add(f"x{k}", starter.audio(it)[::2].copy(), it["text"], speaker, "train", transcript=it["transcript"])
         w.finish({"name": f"extra-{speaker}"})
         return str(path)
@@ -101,7 +102,9 @@ def test_a_recognizer_trains_on_extra_speech_datasets(tmp_path, tiny_speech):
     more = train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "b"),
                                     extra_data=[extra(tmp_path / "e", "other")], **small), progress=False,
                      log=lambda m: None)
+    # the two that say test sentences of the starter corpus are left out
     assert more["extra_datasets"][0]["utterances"] == 5 and more["extra_datasets"][0]["name"] == "extra-other"
+    assert more["extra_datasets"][0]["left_out_as_heldout_sentences"] == 2
     assert more["train_hours"] > alone["train_hours"]
     with pytest.raises(ValueError, match="held-out voice"):
         train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "c"),

@@ -227,16 +227,21 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     mel = LogMel(melcfg)
     train = load_bank(ds, train_items, out / "cache" / "train.npz", log=log, progress=progress)
     extras = []
+    kept_back = {transcript_of(it) for it in ds.items if it["split"] != "train"}
     for k, path in enumerate(cfg.extra_data):
         extra = load_speech(Path(path))
         items = [it for it in extra.split("train") if ok(it)]
+        leaked = [it for it in items if transcript_of(it) in kept_back]
+        if leaked:          # a validation or test sentence heard in training would flatter both
+            log(f"{path}: {len(leaked)} utterances say validation or test sentences of {cfg.data}; left out")
+            items = [it for it in items if transcript_of(it) not in kept_back]
         if heldout & {it["speaker"] for it in items}:
             raise ValueError(f"{path} holds the held-out voice {sorted(heldout)}: it must never be trained on")
         if not items:
             raise ValueError(f"{path} has no training utterances under {cfg.max_utterance_seconds} s")
         train = join_banks(train, load_bank(extra, items, out / "cache" / f"extra{k}.npz", log=log, progress=progress))
         extras.append({"name": extra.manifest.get("name"), "content_hash": extra.manifest["content_hash"],
-                       "utterances": len(items)})
+                       "utterances": len(items), "left_out_as_heldout_sentences": len(leaked)})
         log(f"{path}: {len(items)} more training utterances ({extra.manifest.get('name')})")
     train_items = train.items
     val = load_bank(ds, val_items, out / "cache" / "val.npz", log=log, progress=progress)
