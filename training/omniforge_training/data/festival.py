@@ -1,7 +1,8 @@
 """Festival's diphone voices: more speakers for the recognizer to learn from.
 
 A diphone voice glues together short pieces of one person's recorded speech, so its timbre,
-breath and room are a real recording's, where flite's and espeak-ng's voices are modelled.
+breath and room are a real recording's, where espeak-ng's voices and flite's awb, rms and slt are
+modelled (flite's kal16 is a diphone voice too).
 Festival's `ked` (Debian `festvox-kdlpc16k`, an American English man) is a speaker none of the
 starter voices is. It is not a TTS voice of ours: it is recognizer training data only, spoken on
 sentences that are training sentences of the starter corpus's split, so no held-out sentence is
