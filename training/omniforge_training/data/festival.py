@@ -81,7 +81,7 @@ def speak_batch(voice: str, rows: list[tuple[str, int]], tmp: Path) -> list[tupl
 
 
 def _batch_task(task: tuple[int, str, list[tuple[str, int]]]):
-    from .starter_speech import trim_silence
+    from .starter_speech import hold_peak, trim_silence
 
     start, voice, rows = task
     tmp = Path(tempfile.mkdtemp(prefix="omniforge-festival-"))
@@ -89,12 +89,7 @@ def _batch_task(task: tuple[int, str, list[tuple[str, int]]]):
         spoken = speak_batch(voice, rows, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result = []
-    for x, extra in spoken:
-        x = trim_silence(x, rate=SAMPLE_RATE)
-        peak = float(np.abs(x).max()) if len(x) else 0.0
-        result.append((x * (0.97 / peak) if peak > 0.97 else x, extra))
-    return start, result
+    return start, [(hold_peak(trim_silence(x, rate=SAMPLE_RATE)), extra) for x, extra in spoken]
 
 
 def training_sentences(n_wiki: int, n_everyday: int, *, seed: int, split_seed: int, exclude: set[str]) -> list[str]:

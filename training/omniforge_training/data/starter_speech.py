@@ -265,10 +265,13 @@ def speak_as_corpus(synth: Synthesiser, voice: str, spoken: str, seed: int) -> t
     """`voice` speaking `spoken` exactly as the corpus records it (its rate, pitch or stretch drawn
     from `seed`, trimmed, peaks held under 0.97): for new sentences in a teacher's own voice."""
     x, extra = synth.speak(voice, spoken, random.Random(seed))
+    return hold_peak(x), extra
+
+
+def hold_peak(x: np.ndarray, limit: float = 0.97) -> np.ndarray:
+    """`x` scaled down so its peak is `limit`, when it is above it."""
     peak = float(np.abs(x).max()) if len(x) else 0.0
-    if peak > 0.97:
-        x = x * (0.97 / peak)
-    return x, extra
+    return x * (limit / peak) if peak > limit else x
 
 
 def _synth_task(task: tuple[int, str, str, int]):
