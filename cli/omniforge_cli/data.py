@@ -31,7 +31,7 @@ def data_build(sources: list[Path] = typer.Argument(..., help=".txt, .jsonl, .pa
                                  text_field=text_field)
     except DataError as e:
         fail(str(e))
-    _registered(out, name, manifest, register)
+    _registered(out, name, manifest, register, "counts", "cleaning")
 
 
 @app.command("starter")
@@ -47,7 +47,7 @@ def data_starter(out: Path = typer.Option(Path("data/starter-corpus"), help="out
         manifest = build_dataset(sources, out, name="starter-corpus", **STARTER_CORPUS, log=console.print)
     except DataError as e:
         fail(str(e))
-    _registered(out, "starter-corpus", manifest, register)
+    _registered(out, "starter-corpus", manifest, register, "counts", "cleaning")
 
 
 @app.command("images")
@@ -68,10 +68,7 @@ def data_images(source: str = typer.Argument(..., help="COCO captions .json, Web
                                             log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name=name)
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "skipped": manifest["skipped"][:5]})
+    _registered(out, name, manifest, register, "counts", "skipped")
 
 
 @app.command("speech")
@@ -92,10 +89,7 @@ def data_speech(source: str = typer.Argument(..., help="LibriSpeech, LJSpeech or
                                         heldout_speakers=tuple(heldout_speaker), log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name=name)
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"], "skipped": manifest["skipped"][:5]})
+    _registered(out, name, manifest, register, "counts", "splits", "skipped")
 
 
 @app.command("starter-images")
@@ -112,10 +106,7 @@ def data_starter_images(out: Path = typer.Option(Path("data/starter-images"), he
         manifest = build_starter_images(out, npm_root=npm_root, heldout_style=heldout_style, log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name="starter-images")
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "licenses": manifest["licenses"]})
+    _registered(out, "starter-images", manifest, register, "counts", "licenses")
 
 
 @app.command("starter-speech")
@@ -135,10 +126,7 @@ def data_starter_speech(out: Path = typer.Option(Path("data/starter-speech"), he
                                         heldout_voice=heldout_voice, workers=workers, log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name="starter-speech")
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
+    _registered(out, "starter-speech", manifest, register, "counts", "splits")
 
 
 @app.command("festival-speech")
@@ -146,8 +134,8 @@ def data_festival_speech(out: Path = typer.Option(Path("data/festival-speech"), 
                          starter: Path = typer.Option(Path("data/starter-speech"),
                                                       help="the starter corpus: its split is followed, its sentences left out"),
                          voices: str = typer.Option("ked", help="comma-separated festival voices"),
-                         wiki: int = typer.Option(1600, help="Wikipedia lead sentences"),
-                         everyday: int = typer.Option(500, help="everyday sentences from templates"),
+                         wiki: int = typer.Option(2800, help="Wikipedia lead sentences"),
+                         everyday: int = typer.Option(700, help="everyday sentences from templates"),
                          workers: int = typer.Option(2, help="festival processes"),
                          register: bool = typer.Option(True, help="register the dataset")):
     """Festival's diphone voice ked speaking new training sentences: more recognizer training data
@@ -161,10 +149,7 @@ def data_festival_speech(out: Path = typer.Option(Path("data/festival-speech"), 
                                          n_wiki=wiki, n_everyday=everyday, workers=workers, log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name="festival-speech")
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
+    _registered(out, "festival-speech", manifest, register, "counts", "splits")
 
 
 @app.command("real-speech")
@@ -180,10 +165,7 @@ def data_real_speech(out: Path = typer.Option(Path("data/real-speech"), help="ou
         manifest = build_real_speech(out, sdist=sdist, log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name="real-speech")
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"], "licenses": manifest["licenses"]})
+    _registered(out, "real-speech", manifest, register, "counts", "splits", "licenses")
 
 
 @app.command("starter-spoken-captions")
@@ -202,14 +184,13 @@ def data_spoken_captions(out: Path = typer.Option(Path("data/starter-spoken-capt
                                          heldout_voice=heldout_voice, workers=workers, log=console.print)
     except DataError as e:
         fail(str(e))
-    if register:
-        row = open_registry().register_dataset(out, name="starter-spoken-captions")
-        console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "splits": manifest["splits"]})
+    _registered(out, "starter-spoken-captions", manifest, register, "counts", "splits")
 
 
-def _registered(out: Path, name: str, manifest: dict, register: bool) -> None:
+def _registered(out: Path, name: str, manifest: dict, register: bool, *shown: str) -> None:
+    """Register the dataset just built (unless told not to) and print the parts of its manifest a
+    user checks first; skipped inputs are listed up to five."""
     if register:
         row = open_registry().register_dataset(out, name=name)
         console.print(f"registered dataset {row.name}:{row.version}")
-    console.print_json(data={"counts": manifest["counts"], "cleaning": manifest["cleaning"]})
+    console.print_json(data={k: manifest[k][:5] if k == "skipped" else manifest[k] for k in shown})

@@ -113,7 +113,7 @@ def training_sentences(n_wiki: int, n_everyday: int, *, seed: int, split_seed: i
 
 
 def build_festival_speech(out: Path, *, starter: Path | None = None, voices: tuple[str, ...] = ("ked",),
-                          n_wiki: int = 1600, n_everyday: int = 500, seed: int = 2026, workers: int = 2,
+                          n_wiki: int = 2800, n_everyday: int = 700, seed: int = 2026, workers: int = 2,
                           log=print, progress: bool = True) -> dict:
     """Festival's diphone voices speaking training sentences, as a speech dataset (16 kHz FLAC, all
     `train`). With `starter`, its split seed is followed and its sentences are left out, so the
