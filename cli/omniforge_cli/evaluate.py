@@ -47,6 +47,30 @@ def eval_warps_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: re
     console.print_json(data=result)
 
 
+@app.command("diffusion")
+def eval_diffusion_cmd(model: Path = typer.Option(Path("training/omniforge_training/starter/diffusion"),
+                                                  help="a `train diffusion` run or the starter folder"),
+                       clip: Path = typer.Option(Path("training/omniforge_training/starter/clip"),
+                                                 help="the CLIP (run or starter folder) that conditions and ranks"),
+                       data: Path = typer.Option(Path("data/starter-images"), help="image-text dataset folder"),
+                       out: Path = typer.Option(Path("runs/eval-diffusion"), help="folder for quality.json and samples.png"),
+                       concepts: int = typer.Option(200, help="training concepts prompted in the held-out phrasing"),
+                       steps: int = typer.Option(25, help="DDIM steps"), guidance: float = typer.Option(3.0),
+                       seed: int = typer.Option(1337, help="picks the concepts (the recipe's own evaluation uses 1337)"),
+                       threads: int = typer.Option(2)):
+    """Text-to-image quality of a trained U-Net: top-5 concept hit (beside the same for real images),
+    CLIP score against shuffled prompts, Frechet distance on our CLIP's features, and a sample grid."""
+    from omniforge_training.data.ingest import DataError
+    from omniforge_training.eval_diffusion import evaluate_diffusion
+
+    try:
+        result = evaluate_diffusion(model, clip, data, out, n_concepts=concepts, steps=steps, guidance=guidance,
+                                    seed=seed, threads=threads, log=lambda m: console.print(m, highlight=False))
+    except (FileNotFoundError, ValueError, DataError) as e:
+        fail(str(e))
+    console.print_json(data=result)
+
+
 @app.command("speech")
 def eval_speech_cmd(asr: str = typer.Option("asr-starter", help="a recognizer: registered `name[:version]` or bundle folder"),
                     tts: str = typer.Option("", help="a voice to judge by the recognizer (registered or folder)"),

@@ -170,7 +170,11 @@ def train_diffusion_cmd(
     image_size: int = typer.Option(64), patch: int = typer.Option(2, help="pixel blocks folded into channels"),
     channels: str = typer.Option("32,64,128,128", help="U-Net widths per level"),
     batch_size: int = typer.Option(64), max_steps: int = typer.Option(4000), lr: float = typer.Option(1e-3),
+    warmup_steps: int = typer.Option(200, help="steps of linear learning-rate warm-up before the cosine decay"),
     eval_interval: int = typer.Option(500), seed: int = typer.Option(1337), threads: int = typer.Option(2),
+    init: Optional[Path] = typer.Option(None, help="start from these weights, e.g. the committed starter "
+                                                    "training/omniforge_training/starter/diffusion"),
+    device: str = typer.Option("auto", help="auto (cuda where there is one, with bf16 autocast), cpu or cuda[:N]"),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     package: Optional[str] = typer.Option(None, help="write the result as the committed text-to-image starter"),
@@ -185,8 +189,9 @@ def train_diffusion_cmd(
     except ValueError:
         fail(f"--channels {channels!r} is not a comma-separated list of integers, e.g. 32,64,128")
     cfg = DiffusionTrainConfig(data=str(data), clip=str(clip), out=str(out), image_size=image_size, patch=patch, channels=widths,
-                               batch_size=batch_size, max_steps=max_steps, lr=lr, eval_interval=eval_interval,
-                               seed=seed, threads=threads, resume=resume)
+                               batch_size=batch_size, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps,
+                               eval_interval=eval_interval, seed=seed, threads=threads, resume=resume,
+                               init=str(init or ""), device=device)
     try:
         summary = train_diffusion(cfg, progress=progress, log=lambda m: err.print(m, highlight=False))
     except (DataError, ValueError) as e:

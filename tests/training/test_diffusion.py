@@ -56,6 +56,57 @@ def test_resume_reaches_the_same_weights(tiny_images, tiny_clip_run, tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
 
+def test_a_run_starts_from_earlier_weights_and_refuses_another_shape(tiny_images, tiny_clip_run, tiny_diffusion_run,
+                                                                     tmp_path):
+    from safetensors.torch import load_file
+
+    from omniforge_training.train_diffusion import DiffusionTrainConfig, train_diffusion
+
+    def cfg(channels):
+        return DiffusionTrainConfig(data=str(tiny_images), clip=str(tiny_clip_run), out=str(tmp_path / "more"),
+                                    image_size=16, channels=channels, batch_size=8, max_steps=0, eval_interval=0,
+                                    eval_concepts=4, eval_steps=2, threads=1, init=str(tiny_diffusion_run))
+    # no steps taken: the new run is the old one's weights
+    summary = train_diffusion(cfg((16, 32)), progress=False, log=lambda m: None)
+    assert summary["config"]["init"] == str(tiny_diffusion_run)
+    old, new = load_file(tiny_diffusion_run / "model.safetensors"), load_file(tmp_path / "more" / "model.safetensors")
+    assert max((old[k] - new[k]).abs().max().item() for k in old) == 0
+    with pytest.raises(ValueError, match="another shape \\(channels differ\\).*--channels"):
+        train_diffusion(cfg((16, 48)), progress=False, log=lambda m: None)
+
+
+def test_a_starter_trained_further_records_its_lineage(tiny_images, tiny_clip_run, tiny_diffusion_run, tmp_path):
+    from omniforge_training.starter.vision import package_diffusion_starter
+    from omniforge_training.train_diffusion import DiffusionTrainConfig, train_diffusion
+
+    starter = tmp_path / "starter"
+    first = package_diffusion_starter(tiny_diffusion_run, tiny_images, version="1", out=starter)
+    assert "trained_from" not in first
+    more = tmp_path / "more"
+    train_diffusion(DiffusionTrainConfig(data=str(tiny_images), clip=str(tiny_clip_run), out=str(more), image_size=16,
+                                         channels=(16, 32), batch_size=8, max_steps=2, eval_interval=0,
+                                         eval_concepts=4, eval_steps=2, threads=1, init=str(starter)),
+                    progress=False, log=lambda m: None)
+    second = package_diffusion_starter(more, tiny_images, version="2", out=starter)
+    assert second["trained_from"]["version"] == "1" and second["trained_from"]["steps"] == first["steps"] == 12
+    assert second["total_steps"] == 14 and second["total_wall_s"] >= first["wall_s"]
+    assert json.loads((starter / "manifest.json").read_text())["version"] == "2"
+    # the packaged files name the repository's folders, not the packager's
+    assert str(tmp_path) not in (starter / "manifest.json").read_text() + (starter / "summary.json").read_text()
+
+
+def test_eval_reports_the_concept_hit_beside_real_images(tiny_diffusion_run, tiny_clip_run, tiny_images, tmp_path):
+    from omniforge_training.eval_diffusion import evaluate_diffusion
+
+    q = evaluate_diffusion(tiny_diffusion_run, tiny_clip_run, tiny_images, tmp_path / "eval", n_concepts=4, steps=2,
+                           threads=1, log=lambda m: None)
+    assert q["concepts"] == 4 and 0 <= q["top5_concept_hit"] <= 1 and 0 <= q["real_images_top5_concept_hit"] <= 1
+    assert json.loads((tmp_path / "eval" / "quality.json").read_text())["real_images"] == q["real_images"] > 0
+    assert (tmp_path / "eval" / "samples.png").stat().st_size > 0
+    with pytest.raises(FileNotFoundError, match="not a diffusion run or starter folder: config.json is missing"):
+        evaluate_diffusion(tmp_path, tiny_clip_run, tiny_images, tmp_path / "x", threads=1)
+
+
 def test_the_bundle_samples_like_torch_and_reports_quality(tiny_diffusion_bundle):
     from omniforge_shared.bundle import load_bundle
 

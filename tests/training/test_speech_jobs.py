@@ -88,9 +88,9 @@ def test_a_recognizer_trains_on_extra_speech_datasets(tmp_path, tiny_speech):
 
     starter = load_speech(tiny_speech)
 
-    def extra(path, speaker):
+    def extra(path, speaker, items=None):
         w = SpeechWriter(path, sample_rate=16_000)
-        for k, it in enumerate(starter.split("train")[:5] + starter.split("test")[:2]):
+        for k, it in enumerate(items or starter.split("train")[:5] + starter.split("test")[:2]):
             w.add(f"x{k}", starter.audio(it)[::2].copy(), it["text"], speaker, "train", transcript=it["transcript"])
         w.finish({"name": f"extra-{speaker}"})
         return str(path)
@@ -109,6 +109,11 @@ def test_a_recognizer_trains_on_extra_speech_datasets(tmp_path, tiny_speech):
     with pytest.raises(ValueError, match="held-out voice"):
         train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "c"),
                                  extra_data=[extra(tmp_path / "h", "slt")], **small), progress=False, log=lambda m: None)
+    # refused too where every utterance of that voice would have been filtered out anyway
+    with pytest.raises(ValueError, match="held-out voice"):
+        train_asr(ASRTrainConfig(data=str(tiny_speech), out=str(tmp_path / "d"),
+                                 extra_data=[extra(tmp_path / "t", "slt", starter.split("test")[:2])], **small),
+                  progress=False, log=lambda m: None)
 
 
 def test_a_recognizer_starter_trained_further_records_its_lineage(tmp_path, tiny_speech):

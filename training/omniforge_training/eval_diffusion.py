@@ -1,7 +1,8 @@
 """Text-to-image quality, measured with our own aligned model (there is no Inception here):
 
   top5_concept_hit   generated from a training concept's *held-out phrasing*, does our CLIP rank
-                     that concept among its 5 nearest names (of all concepts)?
+                     that concept among its 5 nearest names (of all concepts)? Beside it, the same
+                     for the real training images of those concepts: the ceiling our CLIP allows
   clip_score         mean cosine(generated image, its prompt), beside the same with the prompts
                      shuffled: the gap is what the condition contributes
   frechet_distance   between our CLIP image tower's features of generated and of real images of
@@ -9,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +93,41 @@ def diffusion_suite(unet, ddim, ds, clip, cond: dict, pixels: torch.Tensor, *, o
     # real images of the same concepts, in the training styles
     real_idx = [i for i in ds.train_items() if ds.item_concept[i] in set(picked.tolist())]
     real = to_uint8(pixels[real_idx])
-    real_feats, _ = clip_features(clip, real)
+    real_feats, real_emb = clip_features(clip, real)
     fd = frechet_distance(feats, real_feats)
+    # the same ranking of the real images: the most a perfect copy of the training images could score
+    real_rank = np.argsort(-(real_emb @ names.T), axis=1)[:, :5]
+    real_top5 = float(np.mean([ds.item_concept[i] in r for i, r in zip(real_idx, real_rank)]))
     caps = [heldout_phrasing(ds.concepts[c]) for c in picked]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     sample_grid(images[:32], caps[:32], Path(out_dir) / "samples.png")
-    return {"top5_concept_hit": top5, "clip_score": clip_score, "clip_score_shuffled_prompts": shuffled,
+    return {"top5_concept_hit": top5, "real_images_top5_concept_hit": real_top5, "clip_score": clip_score, "clip_score_shuffled_prompts": shuffled,
             "frechet_distance_own_features": fd, "frechet_note": "on our CLIP image-tower features, not Inception",
             "concepts": int(len(picked)), "steps": steps, "guidance": guidance, "real_images": len(real_idx)}
+
+
+def evaluate_diffusion(model_dir: Path, clip_dir: Path, data_dir: Path, out_dir: Path, *, n_concepts: int = 200,
+                       steps: int = 25, guidance: float = 3.0, seed: int = 1337, threads: int = 2, log=print) -> dict:
+    """The recipe's end-of-training suite on a trained U-Net (a run or the starter), ranked by `clip_dir`.
+    The default seed picks the concepts the recipe's own evaluation picks."""
+    from .data.image_text import load_image_text
+    from .export_clip import load_clip
+    from .export_diffusion import load_unet
+    from .models.unet import make_scheduler
+    from .train_diffusion import conditions, prepare_pixels
+
+    torch.set_num_threads(threads)
+    for need in (model_dir / "config.json", model_dir / "model.safetensors"):
+        if not need.is_file():
+            raise FileNotFoundError(f"{model_dir} is not a diffusion run or starter folder: {need.name} is missing")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = load_image_text(data_dir, verify=True)
+    clip = load_clip(clip_dir)
+    cond = conditions(ds, clip, out_dir / "text_features.pt", log=log)
+    unet, mcfg = load_unet(model_dir)
+    pixels = prepare_pixels(ds, mcfg.image_size)
+    quality = diffusion_suite(unet, make_scheduler(mcfg, "ddim"), ds, clip, cond, pixels, out_dir=out_dir,
+                              n_concepts=n_concepts, steps=steps, guidance=guidance, size=mcfg.image_size, seed=seed)
+    quality["model"] = str(model_dir)
+    (out_dir / "quality.json").write_text(json.dumps(quality, indent=2))
+    return quality

@@ -230,13 +230,14 @@ def train_asr(cfg: ASRTrainConfig, *, on_step: Callable | None = None, log=print
     kept_back = {transcript_of(it) for it in ds.items if it["split"] != "train"}
     for k, path in enumerate(cfg.extra_data):
         extra = load_speech(Path(path))
+        # before any filter: a set that holds the held-out voice at all is refused, not quietly thinned
+        if heldout & {it["speaker"] for it in extra.split("train")}:
+            raise ValueError(f"{path} holds the held-out voice {sorted(heldout)}: it must never be trained on")
         items = [it for it in extra.split("train") if ok(it)]
         leaked = [it for it in items if transcript_of(it) in kept_back]
         if leaked:          # a validation or test sentence heard in training would flatter both
             log(f"{path}: {len(leaked)} utterances say validation or test sentences of {cfg.data}; left out")
             items = [it for it in items if transcript_of(it) not in kept_back]
-        if heldout & {it["speaker"] for it in items}:
-            raise ValueError(f"{path} holds the held-out voice {sorted(heldout)}: it must never be trained on")
         if not items:
             raise ValueError(f"{path} has no training utterances under {cfg.max_utterance_seconds} s")
         train = join_banks(train, load_bank(extra, items, out / "cache" / f"extra{k}.npz", log=log, progress=progress))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data.image_text import ImageTextDataset, load_image_text
 from .models.unet import UNetConfig, build_unet, make_scheduler
 from .schedule import EMA, epoch_batch, finish_step, warmup_cosine
-from .train_text import StepReport
+from .train_text import StepReport, pick_device
 
 
 @dataclass
@@ -51,9 +52,12 @@ class DiffusionTrainConfig:
     eval_concepts: int = 200
     eval_steps: int = 25
     eval_guidance: float = 3.0
+    eval_seed: int = 1337                # picks the evaluation's concepts: the same whatever the training seed
     seed: int = 1337
     threads: int = 2
+    device: str = "auto"                 # auto: cuda where there is one (bf16 autocast there), else cpu
     resume: bool = True
+    init: str = ""                       # start from these weights (a run or the starter) unless a checkpoint resumes
 
     def model_config(self) -> UNetConfig:
         return UNetConfig(image_size=self.image_size, patch=self.patch, channels=tuple(self.channels),
@@ -79,6 +83,26 @@ def conditions(ds: ImageTextDataset, clip, cache: Path, *, log=print) -> dict:
                 "names": proj(feats["names"]), "heldout": proj(feats["heldout"])}
 
 
+def check_init(mcfg: UNetConfig, source: Path) -> None:
+    """Refuse, before any data is read, weights of another shape or a folder that holds none."""
+    if not (source / "config.json").is_file() or not (source / "model.safetensors").is_file():
+        raise ValueError(f"init={source}: expected a diffusion run or starter folder with config.json and "
+                         "model.safetensors")
+    theirs = UNetConfig.from_dict(json.loads((source / "config.json").read_text()))
+    if theirs.to_dict() != mcfg.to_dict():
+        differ = [k for k, v in mcfg.to_dict().items() if theirs.to_dict().get(k) != v]
+        raise ValueError(f"init={source} is a U-Net of another shape ({', '.join(differ)} differ); "
+                         "train with its --channels, --image-size and --patch")
+
+
+def init_from(unet, mcfg: UNetConfig, source: Path) -> None:
+    """The weights of an earlier run or the starter into a U-Net of the same shape."""
+    from safetensors.torch import load_file
+
+    check_init(mcfg, source)
+    unet.load_state_dict({k: v.float() for k, v in load_file(str(source / "model.safetensors")).items()})
+
+
 def lr_at(step: int, cfg: DiffusionTrainConfig) -> float:
     return warmup_cosine(step, lr=cfg.lr, min_lr=1e-5, warmup=cfg.warmup_steps, total=cfg.max_steps)
 
@@ -102,8 +126,12 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     from .export_clip import load_clip
 
     torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.init:
+        check_init(cfg.model_config(), Path(cfg.init))
     ds = load_image_text(Path(cfg.data), verify=True)
     clip = load_clip(Path(cfg.clip))
     if clip.text is not None:
@@ -117,21 +145,28 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     mcfg = cfg.model_config()
     torch.manual_seed(cfg.seed)
     unet = build_unet(mcfg)
+    ckpt = out / "checkpoints" / "last.pt"
+    if cfg.init and not (cfg.resume and ckpt.exists()):
+        init_from(unet, mcfg, Path(cfg.init))
+        log(f"starting from the weights in {cfg.init}")
+    unet.to(device)
     scheduler = make_scheduler(mcfg, "ddpm")
     alphas = scheduler.alphas_cumprod
-    snr = alphas / (1 - alphas)
+    snr = (alphas / (1 - alphas)).to(device)
+    train_pixels = pixels.to(device)
     v_pred = mcfg.scheduler["prediction_type"] == "v_prediction"
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(unet, cfg.ema_decay)
     step, wall_before, history = 0, 0.0, []
-    ckpt = out / "checkpoints" / "last.pt"
     if cfg.resume and ckpt.exists():
         ck = load_checkpoint(ckpt)
         unet.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        ema.shadow = ck["ema"]
+        ema.shadow = {k: v.to(device) for k, v in ck["ema"].items()}
         step, wall_before, history = ck["step"], ck["wall_s"], ck["history"]
         torch.set_rng_state(ck["torch_rng"])
+        if device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], device)
         log(f"resumed at step {step}")
     offsets = cond["caption_offsets"]
     n_caps = offsets[1:] - offsets[:-1]
@@ -143,6 +178,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     def checkpoint(s: int, wall: float) -> None:
         save_checkpoint(ckpt, {"model": unet.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow,
                                "step": s, "wall_s": wall, "history": history, "torch_rng": torch.get_rng_state(),
+                               "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                                "config": asdict(cfg)})
 
     bar = None
@@ -156,16 +192,17 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         idx = batch_at(step)
-        x0 = pixels[idx]
+        x0 = train_pixels[idx]
         concept = concept_of[idx]
         pick = offsets[concept] + (torch.rand(len(idx)) * n_caps[concept]).long()
         c = cond["captions"][pick]
-        c = torch.where((torch.rand(len(idx)) < cfg.cond_drop)[:, None], torch.zeros_like(c), c)
+        c = torch.where((torch.rand(len(idx)) < cfg.cond_drop)[:, None], torch.zeros_like(c), c).to(device)
         # 1. noise at random timesteps, 2. predict v (or the noise), 3. Min-SNR-weighted MSE
         noise = torch.randn_like(x0)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),))
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),)).to(device)
         xt = scheduler.add_noise(x0, noise, t)
-        pred = unet(xt, t, c[:, None])
+        with autocast:
+            pred = unet(xt, t, c[:, None]).float()
         if v_pred:      # Min-SNR-gamma for v: min(snr, gamma) / (snr + 1); for epsilon: / snr
             weight, target = torch.clamp(snr[t], max=cfg.min_snr) / (snr[t] + 1), scheduler.get_velocity(x0, noise, t)
         else:
@@ -190,9 +227,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     if bar is not None:
         bar.close()
     wall = wall_before + time.time() - t_start
-    # the EMA weights are the model
+    # the EMA weights are the model; it is measured and saved on the CPU, as it is served
     ema.copy_to(unet)
-    unet.eval()
+    unet.cpu().eval()
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
@@ -201,7 +238,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
 
     quality = diffusion_suite(unet, make_scheduler(mcfg, "ddim"), ds, clip, cond, pixels, out_dir=out,
                               n_concepts=cfg.eval_concepts, steps=cfg.eval_steps, guidance=cfg.eval_guidance,
-                              size=cfg.image_size, seed=cfg.seed)
+                              size=cfg.image_size, seed=cfg.eval_seed)
     summary = {"recipe": "diffusion", "steps": step, "max_steps": cfg.max_steps, "wall_s": round(wall, 1),
                "params": sum(p.numel() for p in unet.parameters()), "final_loss": loss_ema, "quality": quality,
                "history": history, "dataset": ds.manifest["name"], "dataset_hash": ds.manifest["content_hash"],

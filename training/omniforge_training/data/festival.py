@@ -36,6 +36,11 @@ SAMPLE_RATE = 16_000
 BATCH = 40
 
 
+def need_festival() -> None:
+    if shutil.which("festival") is None:
+        raise DataError(f"festival is not installed; run `{INSTALL_HINT}`")
+
+
 def _scheme_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -44,8 +49,7 @@ def speak_batch(voice: str, rows: list[tuple[str, int]], tmp: Path) -> list[tupl
     """(spoken text, seed) rows in `voice` -> (float32 samples at the voice's rate, settings) each."""
     import soundfile as sf
 
-    if shutil.which("festival") is None:
-        raise DataError(f"festival is not installed; run `{INSTALL_HINT}`")
+    need_festival()
     card = FESTIVAL_VOICES[voice]
     lines, settings = [f"({card['select']})"], []
     for k, (spoken, seed) in enumerate(rows):
@@ -121,8 +125,7 @@ def build_festival_speech(out: Path, *, starter: Path | None = None, voices: tup
     unknown = sorted(set(voices) - set(FESTIVAL_VOICES))
     if unknown or not voices:
         raise DataError(f"unknown festival voice(s) {unknown or voices}; choose from {sorted(FESTIVAL_VOICES)}")
-    if shutil.which("festival") is None:
-        raise DataError(f"festival is not installed; run `{INSTALL_HINT}`")
+    need_festival()
     t0 = time.time()
     split_seed, exclude = 1337, set()
     if starter is not None:

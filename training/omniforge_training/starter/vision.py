@@ -17,6 +17,12 @@ STARTER_CLIP_RECIPE = dict(image_size=64, patch_size=8, n_layer=6, n_head=4, n_e
                            seed=1337)
 
 
+def _starter_manifest(init: str | None) -> dict | None:
+    """The manifest of the starter a run was initialised from; None for a fresh run or a plain run folder."""
+    path = Path(init) / "manifest.json" if init else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
 def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out: Path = STARTER_CLIP_DIR) -> dict:
     import torch
 
@@ -27,8 +33,7 @@ def package_clip_starter(run_dir: Path, dataset_dir: Path, *, version: str, out:
     run_dir, out = Path(run_dir), Path(out)
     summary = json.loads((run_dir / "summary.json").read_text())
     # a run that continued a trained CLIP (often this very folder's): what it started from, read first
-    init = Path(summary["config"].get("init") or "")
-    before = json.loads((init / "manifest.json").read_text()) if (init / "manifest.json").is_file() else None
+    before = _starter_manifest(summary["config"].get("init"))
     out.mkdir(parents=True, exist_ok=True)
     save_weights(out / "model.safetensors", load_clip(run_dir), dtype=torch.float16)
     (out / "config.json").write_text((run_dir / "config.json").read_text())
@@ -108,13 +113,17 @@ def package_diffusion_starter(run_dir: Path, dataset_dir: Path, *, version: str,
     from ..export_diffusion import load_unet
 
     run_dir, out = Path(run_dir), Path(out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # trained further from an earlier starter (often this very folder's): read its manifest first
+    before = _starter_manifest(summary["config"].get("init"))
     out.mkdir(parents=True, exist_ok=True)
     unet, _ = load_unet(run_dir)
     save_weights(out / "model.safetensors", unet, dtype=torch.float16)
     (out / "config.json").write_text((run_dir / "config.json").read_text())
     where = {"data": "data/starter-images", "clip": "training/omniforge_training/starter/clip",
              "out": "runs/diffusion-starter"}
-    summary = json.loads((run_dir / "summary.json").read_text())
+    if before:
+        where["init"] = "training/omniforge_training/starter/diffusion"
     summary["config"].update(where)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if (run_dir / "samples.png").exists():
@@ -127,6 +136,11 @@ def package_diffusion_starter(run_dir: Path, dataset_dir: Path, *, version: str,
                 "data": {"dataset": m["name"], "content_hash": m["content_hash"]},
                 "quality": summary["quality"], "wall_s": summary["wall_s"], "steps": summary["steps"],
                 "params": summary["params"], "weights_dtype": "float16"}
+    if before:                   # the whole lineage, and the steps and time of all of it
+        manifest["trained_from"] = {k: before[k] for k in ("version", "steps", "wall_s", "quality", "trained_from")
+                                    if k in before}
+        manifest["total_steps"] = before.get("total_steps", before["steps"]) + summary["steps"]
+        manifest["total_wall_s"] = round(before.get("total_wall_s", before["wall_s"]) + summary["wall_s"], 1)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
