@@ -101,7 +101,8 @@ def diffusion_suite(unet, ddim, ds, clip, cond: dict, pixels: torch.Tensor, *, o
     caps = [heldout_phrasing(ds.concepts[c]) for c in picked]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     sample_grid(images[:32], caps[:32], Path(out_dir) / "samples.png")
-    return {"top5_concept_hit": top5, "real_images_top5_concept_hit": real_top5, "clip_score": clip_score, "clip_score_shuffled_prompts": shuffled,
+    return {"top5_concept_hit": top5, "real_images_top5_concept_hit": real_top5, "clip_score": clip_score,
+            "clip_score_shuffled_prompts": shuffled,
             "frechet_distance_own_features": fd, "frechet_note": "on our CLIP image-tower features, not Inception",
             "concepts": int(len(picked)), "steps": steps, "guidance": guidance, "real_images": len(real_idx)}
 
@@ -110,20 +111,16 @@ def evaluate_diffusion(model_dir: Path, clip_dir: Path, data_dir: Path, out_dir:
                        steps: int = 25, guidance: float = 3.0, seed: int = 1337, threads: int = 2, log=print) -> dict:
     """The recipe's end-of-training suite on a trained U-Net (a run or the starter), ranked by `clip_dir`.
     The default seed picks the concepts the recipe's own evaluation picks."""
-    from .data.image_text import load_image_text
-    from .export_clip import load_clip
     from .export_diffusion import load_unet
     from .models.unet import make_scheduler
-    from .train_diffusion import conditions, prepare_pixels
+    from .train_diffusion import load_conditioning, prepare_pixels
 
     torch.set_num_threads(threads)
     for need in (model_dir / "config.json", model_dir / "model.safetensors"):
         if not need.is_file():
             raise FileNotFoundError(f"{model_dir} is not a diffusion run or starter folder: {need.name} is missing")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ds = load_image_text(data_dir, verify=True)
-    clip = load_clip(clip_dir)
-    cond = conditions(ds, clip, out_dir / "text_features.pt", log=log)
+    ds, clip, cond = load_conditioning(data_dir, clip_dir, out_dir / "text_features.pt", log=log)
     unet, mcfg = load_unet(model_dir)
     pixels = prepare_pixels(ds, mcfg.image_size)
     quality = diffusion_suite(unet, make_scheduler(mcfg, "ddim"), ds, clip, cond, pixels, out_dir=out_dir,

@@ -95,12 +95,17 @@ def check_init(mcfg: UNetConfig, source: Path) -> None:
                          "train with its --channels, --image-size and --patch")
 
 
-def init_from(unet, mcfg: UNetConfig, source: Path) -> None:
-    """The weights of an earlier run or the starter into a U-Net of the same shape."""
-    from safetensors.torch import load_file
+def load_conditioning(data: Path, clip_dir: Path, cache: Path, *, log=print):
+    """The image-text dataset, the CLIP whose text tower conditions, and the unit text embeddings
+    (cached in `cache`): what both training and evaluation start from."""
+    from .export_clip import load_clip
 
-    check_init(mcfg, source)
-    unet.load_state_dict({k: v.float() for k, v in load_file(str(source / "model.safetensors")).items()})
+    ds = load_image_text(data, verify=True)
+    clip = load_clip(clip_dir)
+    if clip.text is not None:
+        raise ValueError(f"{clip_dir} has our own text tower; the diffusion recipe conditions on a MiniLM-tower CLIP "
+                         "(train one with text_tower=minilm, the default)")
+    return ds, clip, conditions(ds, clip, cache, log=log)
 
 
 def lr_at(step: int, cfg: DiffusionTrainConfig) -> float:
@@ -123,7 +128,7 @@ def sample_torch(unet, scheduler, cond: torch.Tensor, *, steps: int, guidance: f
 
 def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport], bool | None] | None = None,
                     log=print, progress: bool = True) -> dict:
-    from .export_clip import load_clip
+    from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -132,12 +137,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     out.mkdir(parents=True, exist_ok=True)
     if cfg.init:
         check_init(cfg.model_config(), Path(cfg.init))
-    ds = load_image_text(Path(cfg.data), verify=True)
-    clip = load_clip(Path(cfg.clip))
-    if clip.text is not None:
-        raise ValueError(f"{cfg.clip} has our own text tower; the diffusion recipe conditions on a MiniLM-tower CLIP "
-                         "(train one with text_tower=minilm, the default)")
-    cond = conditions(ds, clip, out / "text_features.pt", log=log)
+    ds, clip, cond = load_conditioning(Path(cfg.data), Path(cfg.clip), out / "text_features.pt", log=log)
     pixels = prepare_pixels(ds, cfg.image_size)
     train_idx = ds.train_items()
     if len(train_idx) < cfg.batch_size:
@@ -147,7 +147,8 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     unet = build_unet(mcfg)
     ckpt = out / "checkpoints" / "last.pt"
     if cfg.init and not (cfg.resume and ckpt.exists()):
-        init_from(unet, mcfg, Path(cfg.init))
+        # the shape was checked above, before any data was read
+        unet.load_state_dict({k: v.float() for k, v in load_file(str(Path(cfg.init) / "model.safetensors")).items()})
         log(f"starting from the weights in {cfg.init}")
     unet.to(device)
     scheduler = make_scheduler(mcfg, "ddpm")
@@ -230,8 +231,6 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     # the EMA weights are the model; it is measured and saved on the CPU, as it is served
     ema.copy_to(unet)
     unet.cpu().eval()
-    from safetensors.torch import save_file
-
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(mcfg.to_dict(), indent=2))
     from .eval_diffusion import diffusion_suite
