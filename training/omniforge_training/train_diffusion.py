@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .data.image_text import ImageTextDataset, load_image_text
 from .models.unet import UNetConfig, build_unet, make_scheduler
 from .schedule import EMA, epoch_batch, finish_step, warmup_cosine
@@ -128,7 +128,7 @@ def sample_torch(unet, scheduler, cond: torch.Tensor, *, steps: int, guidance: f
 
 def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport], bool | None] | None = None,
                     log=print, progress: bool = True) -> dict:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -148,7 +148,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, *, on_step: Callable[[StepReport]
     ckpt = out / "checkpoints" / "last.pt"
     if cfg.init and not (cfg.resume and ckpt.exists()):
         # the shape was checked above, before any data was read
-        unet.load_state_dict({k: v.float() for k, v in load_file(str(Path(cfg.init) / "model.safetensors")).items()})
+        load_weights(Path(cfg.init) / "model.safetensors", unet)
         log(f"starting from the weights in {cfg.init}")
     unet.to(device)
     scheduler = make_scheduler(mcfg, "ddpm")
